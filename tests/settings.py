@@ -1,0 +1,110 @@
+"""Settings for the test suite, independent of the webshell project's settings.
+
+DATABASE_URL selects PostgreSQL (else a SQLite file), REDIS_URL selects channels-redis (else the
+in-memory layer). Daphne processes started by the tests get WEBSHELL_TEST_DB_NAME, the test
+database's name, so that they see what the tests write.
+"""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+SECRET_KEY = "tests-only-secret-key"
+DEBUG = False
+ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "terminals",
+]
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "terminals.backends.TerminalsBackend",
+]
+ROOT_URLCONF = "tests.urls"
+ASGI_APPLICATION = "webshell.asgi.application"  # the real stack
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+_SQLITE_TEST_NAME = str(Path(tempfile.gettempdir()) / f"webshell-tests-{os.getpid()}.sqlite3")
+DATABASES = {
+    "default": dj_database_url.config(default=f"sqlite:///{BASE_DIR / 'tests-unused.sqlite3'}")
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["OPTIONS"] = {"server_side_binding": True}
+    DATABASES["default"]["TEST"] = {"NAME": "test_webshell"}
+else:
+    # A file, not :memory:, so that Daphne processes started by the tests share it.
+    DATABASES["default"]["TEST"] = {"NAME": _SQLITE_TEST_NAME}
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+    }
+if os.environ.get("WEBSHELL_TEST_DB_NAME"):
+    # A Daphne process of the tests: use the database the test run created.
+    DATABASES["default"]["NAME"] = os.environ["WEBSHELL_TEST_DB_NAME"]
+
+if os.environ.get("REDIS_URL"):
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [os.environ["REDIS_URL"]]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+TERMINALS = {
+    "CLUSTERS": {
+        "kubesim": {
+            "kubeconfig": os.environ.get("WEBSHELL_TEST_KUBECONFIG", "/nonexistent/kubeconfig"),
+            "context": "kubesim-webshell",
+        }
+    },
+}
+# A Daphne process of a test may get other limits (idle time, sessions per user, …).
+TERMINALS.update(json.loads(os.environ.get("WEBSHELL_TEST_TERMINALS", "{}")))
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = True
+USE_TZ = True
+TIME_ZONE = "UTC"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/"
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast; tests only

@@ -1,0 +1,84 @@
+"""The TERMINALS system checks: each id, and that `manage.py check` runs them."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+
+from terminals.checks import check_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def ids(settings, terminals):
+    settings.TERMINALS = terminals
+    return sorted(message.id for message in check_settings())
+
+
+def test_the_test_settings_pass(settings):
+    assert check_settings() == []
+
+
+@pytest.mark.parametrize(
+    ("terminals", "expected"),
+    [
+        ("not a dict", ["terminals.E001"]),
+        ({"CLUSTERS": {"a": {"in_cluster": True}}, "SHELS": []}, ["terminals.E002"]),
+        ({"CLUSTERS": ["prod"]}, ["terminals.E003"]),
+        ({"CLUSTERS": {}}, ["terminals.W001"]),
+        ({"CLUSTERS": {"Prod_1": {"in_cluster": True}}}, ["terminals.E004"]),
+        ({"CLUSTERS": {"prod": "kubeconfig"}}, ["terminals.E005"]),
+        ({"CLUSTERS": {"prod": {"context": "x"}}}, ["terminals.E005"]),
+        ({"CLUSTERS": {"prod": {"in_cluster": True, "kubeconfig": "/k"}}}, ["terminals.E005"]),
+        ({"CLUSTERS": {"prod": {"in_cluster": True, "token": "x"}}}, ["terminals.E005"]),
+        ({"CLUSTERS": {"a": {"in_cluster": True}}, "SHELLS": []}, ["terminals.E006"]),
+        ({"CLUSTERS": {"a": {"in_cluster": True}}, "SHELLS": ["bash"]}, ["terminals.E006"]),
+        ({"CLUSTERS": {"a": {"in_cluster": True}}, "IDLE_TIMEOUT": 0}, ["terminals.E007"]),
+        ({"CLUSTERS": {"a": {"in_cluster": True}}, "MAX_FRAME_SIZE": "big"}, ["terminals.E007"]),
+        ({"CLUSTERS": {"a": {"in_cluster": True}}, "MAX_SESSIONS_PER_USER": -1}, ["terminals.E007"]),
+        ({"CLUSTERS": {"a": {"in_cluster": True}}, "IMPERSONATE": "yes"}, ["terminals.E008"]),
+    ],
+)
+def test_each_check_id(settings, terminals, expected):
+    assert ids(settings, terminals) == expected
+
+
+def test_a_good_configuration_passes(settings):
+    terminals = {
+        "CLUSTERS": {"prod": {"kubeconfig": "/etc/k", "context": "p"}, "here": {"in_cluster": True}},
+        "SHELLS": ["/bin/bash", "/bin/sh"],
+        "MAX_SESSIONS_PER_USER": 0,
+        "IMPERSONATE": True,
+    }
+    assert ids(settings, terminals) == []
+
+
+def test_manage_check_runs_them(settings):
+    settings.TERMINALS = {"CLUSTERS": {"Bad Name": {"in_cluster": True}}}
+    with pytest.raises(SystemCheckError, match="terminals.E004"):
+        call_command("check")
+
+
+def test_the_project_settings_pass_manage_check():
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "webshell.settings", "DJANGO_DEBUG": "1"}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--fail-level", "WARNING"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_the_project_refuses_to_start_without_a_secret_key_in_production():
+    env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SECRET_KEY", "DJANGO_DEBUG")}
+    env["DJANGO_SETTINGS_MODULE"] = "webshell.settings"
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    assert "Set DJANGO_SECRET_KEY" in result.stderr
