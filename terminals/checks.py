@@ -1,0 +1,158 @@
+"""System checks for the ``TERMINALS`` settings; each id is stable and tested."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+
+from .conf import DEFAULTS
+
+# Cluster names appear in URLs and in audit records, so they are DNS labels.
+CLUSTER_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+CLUSTER_KEYS = {"kubeconfig", "context", "in_cluster", "verbose_name"}
+POSITIVE_INTEGERS = (
+    "IDLE_TIMEOUT",
+    "MAX_DURATION",
+    "MAX_FRAME_SIZE",
+    "KEEPALIVE",
+    "CONNECT_TIMEOUT",
+    "OUTPUT_BUFFER",
+)
+
+
+@register(Tags.compatibility)
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Check every key of ``settings.TERMINALS``."""
+    config = getattr(settings, "TERMINALS", {})
+    if not isinstance(config, dict):
+        return [
+            Error(
+                "TERMINALS must be a dict.",
+                hint='Set TERMINALS = {"CLUSTERS": {...}} in your settings.',
+                id="terminals.E001",
+            )
+        ]
+    messages: list[CheckMessage] = []
+    unknown = sorted(set(config) - set(DEFAULTS))
+    if unknown:
+        messages.append(
+            Error(
+                f"TERMINALS has unknown keys: {', '.join(unknown)}.",
+                hint=f"Valid keys are: {', '.join(sorted(DEFAULTS))}.",
+                id="terminals.E002",
+            )
+        )
+    merged = {**DEFAULTS, **config}
+    messages += _check_clusters(merged["CLUSTERS"])
+    messages += _check_shells(merged["SHELLS"])
+    messages += _check_numbers(merged)
+    if not isinstance(merged["IMPERSONATE"], bool) or not isinstance(
+        merged["IMPERSONATE_GROUP_PREFIX"], str
+    ):
+        messages.append(
+            Error(
+                "TERMINALS['IMPERSONATE'] must be True or False and "
+                "TERMINALS['IMPERSONATE_GROUP_PREFIX'] a string.",
+                hint='For example "IMPERSONATE": True, "IMPERSONATE_GROUP_PREFIX": "django:".',
+                id="terminals.E008",
+            )
+        )
+    return messages
+
+
+def _check_clusters(clusters: Any) -> list[CheckMessage]:
+    if not isinstance(clusters, dict):
+        return [
+            Error(
+                "TERMINALS['CLUSTERS'] must be a dict of cluster name to cluster settings.",
+                hint='For example {"prod": {"kubeconfig": "/etc/webshell/kubeconfig"}}.',
+                id="terminals.E003",
+            )
+        ]
+    if not clusters:
+        return [
+            Warning(
+                "TERMINALS['CLUSTERS'] is empty: there is nothing to open a terminal on.",
+                hint='Add a cluster, e.g. {"here": {"in_cluster": True}}.',
+                id="terminals.W001",
+            )
+        ]
+    messages: list[CheckMessage] = []
+    for name, cluster in clusters.items():
+        if not isinstance(name, str) or not CLUSTER_NAME.match(name):
+            messages.append(
+                Error(
+                    f"Cluster name {name!r} is not a DNS label.",
+                    hint="Use lower-case letters, digits and '-', at most 63 characters.",
+                    id="terminals.E004",
+                )
+            )
+        if not isinstance(cluster, dict):
+            messages.append(
+                Error(
+                    f"Cluster {name!r} must be a dict.",
+                    hint='Give {"kubeconfig": path, "context": name} or {"in_cluster": True}.',
+                    id="terminals.E005",
+                )
+            )
+            continue
+        unknown = sorted(set(cluster) - CLUSTER_KEYS)
+        sources = bool(cluster.get("kubeconfig")) + bool(cluster.get("in_cluster"))
+        if unknown or sources != 1:
+            problem = (
+                f"has unknown keys {', '.join(unknown)}"
+                if unknown
+                else "needs exactly one of 'kubeconfig' or 'in_cluster'"
+            )
+            messages.append(
+                Error(
+                    f"Cluster {name!r} {problem}.",
+                    hint='Give {"kubeconfig": path, "context": name} or {"in_cluster": True}.',
+                    id="terminals.E005",
+                )
+            )
+    return messages
+
+
+def _check_shells(shells: Any) -> list[CheckMessage]:
+    valid = (
+        isinstance(shells, (list, tuple))
+        and bool(shells)
+        and all(isinstance(shell, str) and shell.startswith("/") for shell in shells)
+    )
+    if valid:
+        return []
+    return [
+        Error(
+            "TERMINALS['SHELLS'] must be a non-empty list of absolute paths.",
+            hint='For example ["/bin/bash", "/bin/sh"].',
+            id="terminals.E006",
+        )
+    ]
+
+
+def _check_numbers(config: dict[str, Any]) -> list[CheckMessage]:
+    messages: list[CheckMessage] = []
+    for key in POSITIVE_INTEGERS:
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            messages.append(
+                Error(
+                    f"TERMINALS[{key!r}] must be a positive whole number, not {value!r}.",
+                    hint=f"The default is {DEFAULTS[key]!r}.",
+                    id="terminals.E007",
+                )
+            )
+    limit = config["MAX_SESSIONS_PER_USER"]
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        messages.append(
+            Error(
+                f"TERMINALS['MAX_SESSIONS_PER_USER'] must be 0 (no limit) or more, not {limit!r}.",
+                hint=f"The default is {DEFAULTS['MAX_SESSIONS_PER_USER']!r}.",
+                id="terminals.E007",
+            )
+        )
+    return messages

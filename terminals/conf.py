@@ -1,0 +1,50 @@
+"""The ``TERMINALS`` settings dict, merged over documented defaults.
+
+Read it with :func:`get_config`; it is cached and the cache is cleared when a test changes
+``TERMINALS`` with ``override_settings``. Every key is checked by ``terminals.checks``.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+
+DEFAULTS: dict[str, Any] = {
+    # name -> {"kubeconfig": path, "context": name} or {"in_cluster": True}. The name is the
+    # <cluster> part of every terminal URL.
+    "CLUSTERS": {},
+    # Tried in order; the first that exists in the container runs.
+    "SHELLS": ["/bin/bash", "/bin/sh"],
+    "IDLE_TIMEOUT": 900,  # seconds without input or output before the session ends (4408)
+    "MAX_DURATION": 28800,  # seconds a session may last at most (4410)
+    "MAX_SESSIONS_PER_USER": 5,  # concurrent sessions per user (4429); 0 means no limit
+    "MAX_FRAME_SIZE": 65536,  # bytes, the largest frame a browser may send (4413)
+    "KEEPALIVE": 20,  # seconds between pings on the upstream exec socket
+    "CONNECT_TIMEOUT": 15,  # seconds to open the upstream exec
+    "IMPERSONATE": False,  # send Impersonate-User/-Group so the cluster's RBAC applies too
+    "IMPERSONATE_GROUP_PREFIX": "",  # prefix for the Django group names sent as Impersonate-Group
+    "OUTPUT_BUFFER": 1048576,  # bytes sent to a browser and not yet drained before reads pause
+}
+
+
+@cache
+def get_config() -> dict[str, Any]:
+    """Return the effective settings: the user's ``TERMINALS`` over :data:`DEFAULTS`."""
+    user = getattr(settings, "TERMINALS", {})
+    if not isinstance(user, dict):
+        # The system check reports this; meanwhile run on the defaults.
+        return dict(DEFAULTS)
+    return {**DEFAULTS, **user}
+
+
+def _clear_cache(*, setting: str, **kwargs: Any) -> None:
+    if setting == "TERMINALS":
+        get_config.cache_clear()
+
+
+def connect_signals() -> None:
+    """Clear the cached config whenever ``override_settings`` changes ``TERMINALS``."""
+    setting_changed.connect(_clear_cache, dispatch_uid="terminals.conf.clear_cache")

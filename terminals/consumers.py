@@ -1,0 +1,424 @@
+"""TerminalConsumer: one browser WebSocket bridged to one ``pods/exec`` stream.
+
+connect: check names, login, permission and the session limit → accept → open the Session row
+→ in a task: wait briefly for the browser's size, open the exec (shell fallback), send
+``ready``, then pump output to the browser until the process's Status arrives. Browser frames
+arrive through ``receive``. A watchdog ends idle and over-long sessions. Whichever side ends
+first, everything else is closed and the Session row records why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any
+from urllib.parse import parse_qs
+
+import aiohttp
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from . import protocol, sessions
+from .conf import get_config
+from .kube.clusters import ClusterUnavailable, Connection, UnknownCluster, get_cluster
+from .kube.exec import ExecStatus, ExecStream, KubernetesError, Output, exec_path, get_json, open_exec
+from .models import Session
+from .permissions import EXEC_PERMISSION, ExecTarget
+from .protocol import Ack, CloseCode, ProtocolError, Resize, Stdin
+
+logger = logging.getLogger(__name__)
+
+# How long to wait for the browser's size before starting the shell without it.
+SIZE_WAIT = 2.0
+# A shell that has printed nothing this long after the exec opened is taken as running;
+# a missing one is reported by the cluster within milliseconds.
+SHELL_SETTLE = 1.0
+
+END_REASONS = {
+    CloseCode.NORMAL: Session.EndReason.EXIT,
+    CloseCode.BAD_REQUEST: Session.EndReason.PROTOCOL_ERROR,
+    CloseCode.FRAME_TOO_LARGE: Session.EndReason.PROTOCOL_ERROR,
+    CloseCode.NOT_FOUND: Session.EndReason.NOT_FOUND,
+    CloseCode.IDLE: Session.EndReason.IDLE,
+    CloseCode.MAX_DURATION: Session.EndReason.MAX_DURATION,
+    CloseCode.ENDED_BY_AUDITOR: Session.EndReason.ENDED_BY_AUDITOR,
+    CloseCode.UPSTREAM_FAILED: Session.EndReason.UPSTREAM_FAILED,
+    CloseCode.AUDIT_UNAVAILABLE: Session.EndReason.AUDIT_UNAVAILABLE,
+}
+
+
+class EndSession(Exception):
+    """Raised inside the session's tasks to end it with a close code and a message."""
+
+    def __init__(self, code: CloseCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class TerminalConsumer(AsyncWebsocketConsumer):
+    """Bridges a browser terminal to a shell in a pod; see the module docstring."""
+
+    session: Session | None = None
+
+    async def connect(self) -> None:
+        self.config = get_config()
+        self.ended = False
+        self.tasks: list[asyncio.Task[None]] = []
+        self.http: aiohttp.ClientSession | None = None
+        self.stream: ExecStream | None = None
+        self.size: tuple[int, int] | None = None
+        self.size_known = asyncio.Event()
+        self.exec_up = asyncio.Event()
+        self.early_stdin: deque[bytes] = deque()
+        self.early_stdin_bytes = 0
+        self.sent = 0  # output bytes sent to the browser
+        self.acked = 0  # output bytes the browser says it has processed
+        self.window_open = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        self.started = self.last_activity = loop.time()
+
+        # Refusals go after accept(), as an error message and a close code, so the page can
+        # say why; a refused handshake would only show "connection failed".
+        await self.accept()
+        try:
+            self.target = self._target_from_scope()
+            user = self.scope.get("user")
+            if user is None or not user.is_authenticated:
+                raise EndSession(CloseCode.NOT_AUTHENTICATED, "Log in to open a terminal.")
+            try:
+                get_cluster(self.target.cluster)
+            except UnknownCluster:
+                raise EndSession(
+                    CloseCode.NOT_FOUND, f"There is no cluster called {self.target.cluster!r}."
+                ) from None
+            if not await self._may_exec(self.target):
+                raise EndSession(
+                    CloseCode.FORBIDDEN, f"You may not open a terminal on {self.target}."
+                )
+            self.session = await self._open_session()
+            if self.session is None:
+                raise EndSession(
+                    CloseCode.TOO_MANY_SESSIONS,
+                    f"You have {self.config['MAX_SESSIONS_PER_USER']} terminals open already; "
+                    "close one first.",
+                )
+        except EndSession as end:
+            await self._end(end.code, end.message)
+            return
+        self._start(self._run())
+        self._start(self._watchdog())
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.ended:
+            return
+        try:
+            message = protocol.decode_client_frame(
+                text_data, bytes_data, self.config["MAX_FRAME_SIZE"]
+            )
+        except ProtocolError as error:
+            await self._end(error.code, error.message)
+            return
+        if isinstance(message, Ack):
+            self.acked = min(self.sent, self.acked + message.bytes)
+            self.window_open.set()
+            return
+        self.last_activity = asyncio.get_running_loop().time()
+        try:
+            if isinstance(message, Resize):
+                self.size = (message.cols, message.rows)
+                self.size_known.set()
+                if self.exec_up.is_set() and self.stream is not None:
+                    await self.stream.send_resize(message.cols, message.rows)
+            elif isinstance(message, Stdin):
+                await self._stdin(message.data)
+        except (aiohttp.ClientError, ConnectionError):
+            # The exec is going away; the output pump sees it and ends the session.
+            logger.debug("Write to the exec of session %s failed", self._session_id())
+
+    async def disconnect(self, code: int) -> None:
+        if not self.ended and self.session is not None:
+            self.ended = True
+            await self._close_session(Session.EndReason.CLIENT_CLOSED, None, f"WebSocket {code}")
+        await self._cleanup()
+
+    # The session's work.
+
+    async def _run(self) -> None:
+        try:
+            first = await self._start_exec()
+            await self._pump_output(first)
+        except EndSession as end:
+            await self._end(end.code, end.message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("Terminal session %s failed", self._session_id())
+            await self._end(CloseCode.UPSTREAM_FAILED, "The terminal failed; see the server log.")
+
+    async def _start_exec(self) -> asyncio.Future[Output | ExecStatus]:
+        """Open the exec (trying each shell), send ``ready`` and release early stdin."""
+        connection = await self._connection()
+        self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        container = self.target.container or await self._default_container(connection)
+        if not self.target.container and not await self._may_exec(
+            ExecTarget(
+                self.target.cluster, self.target.namespace, self.target.pod, container,
+                self.target.command,
+            )
+        ):
+            raise EndSession(
+                CloseCode.FORBIDDEN, f"You may not open a terminal on {self.target}/{container}."
+            )
+        try:
+            await asyncio.wait_for(self.size_known.wait(), SIZE_WAIT)
+        except TimeoutError:
+            pass  # A client that sends no size gets the cluster's default.
+        candidates = [[self.target.command]] if self.target.command else [
+            [shell] for shell in self.config["SHELLS"]
+        ]
+        for number, command in enumerate(candidates, start=1):
+            stream = await self._open(connection, container, command)
+            applied = self.size
+            if applied:
+                await stream.send_resize(*applied)
+            first: asyncio.Future[Output | ExecStatus] = asyncio.ensure_future(stream.receive())
+            await asyncio.wait({first}, timeout=SHELL_SETTLE)
+            if first.done() and isinstance(first.result(), ExecStatus):
+                status = first.result()
+                assert isinstance(status, ExecStatus)
+                if status.executable_not_found:
+                    await stream.close()
+                    if number < len(candidates):
+                        continue
+                    tried = ", ".join(c[0] for c in candidates)
+                    raise EndSession(
+                        CloseCode.UPSTREAM_FAILED,
+                        f"No shell to run in container {container}: tried {tried}.",
+                    )
+            break
+        self.stream = stream
+        await self._mark_running(container, command)
+        await self.send(text_data=protocol.ready_message(str(self._session_id()), container, command))
+        while self.early_stdin:
+            await stream.send_stdin(self.early_stdin.popleft())
+        if self.size and self.size != applied:
+            await stream.send_resize(*self.size)
+        self.exec_up.set()
+        return first
+
+    async def _pump_output(self, first: asyncio.Future[Output | ExecStatus]) -> None:
+        """Forward output to the browser until the process's Status arrives."""
+        assert self.stream is not None
+        event = await first
+        while isinstance(event, Output):
+            await self._deliver(event.data)
+            event = await self.stream.receive()
+        await self._finish(event)
+
+    async def _deliver(self, data: bytes) -> None:
+        """Send output, holding back while the browser has too much unprocessed."""
+        while self.sent - self.acked >= self.config["OUTPUT_BUFFER"]:
+            self.window_open.clear()
+            await self.window_open.wait()
+        self.last_activity = asyncio.get_running_loop().time()
+        self.sent += len(data)
+        await self.send(bytes_data=data)
+
+    async def _finish(self, status: ExecStatus) -> None:
+        """The process ended: say how, then close normally."""
+        if status.code is None:
+            message = status.message or "The connection to the cluster was lost."
+            raise EndSession(CloseCode.UPSTREAM_FAILED, message)
+        if self.ended:
+            return
+        self.ended = True
+        await self.send(text_data=protocol.exit_message(status.code))
+        await self._close_session(Session.EndReason.EXIT, status.code, "")
+        await self.close(code=int(CloseCode.NORMAL))
+        await self._cleanup(keep=asyncio.current_task())
+
+    async def _watchdog(self) -> None:
+        """End the session when it has been idle or open too long."""
+        loop = asyncio.get_running_loop()
+        idle_limit, duration_limit = self.config["IDLE_TIMEOUT"], self.config["MAX_DURATION"]
+        while not self.ended:
+            now = loop.time()
+            if now - self.started >= duration_limit:
+                await self._end(
+                    CloseCode.MAX_DURATION, f"The session reached its maximum of {duration_limit} s."
+                )
+                return
+            if now - self.last_activity >= idle_limit:
+                await self._end(CloseCode.IDLE, f"No input or output for {idle_limit} s.")
+                return
+            wake = min(self.started + duration_limit, self.last_activity + idle_limit)
+            await asyncio.sleep(max(wake - now, 0.05))
+
+    async def _stdin(self, data: bytes) -> None:
+        if self.exec_up.is_set() and self.stream is not None:
+            await self.stream.send_stdin(data)
+            return
+        # Typed before the shell is up: hold it, within reason.
+        self.early_stdin_bytes += len(data)
+        if self.early_stdin_bytes > self.config["MAX_FRAME_SIZE"]:
+            await self._end(
+                CloseCode.FRAME_TOO_LARGE, "Too much input before the terminal was ready."
+            )
+            return
+        self.early_stdin.append(data)
+
+    # Ending.
+
+    async def _end(self, code: CloseCode, message: str) -> None:
+        """Send the error message, close with ``code`` and record why; once only."""
+        if self.ended:
+            return
+        self.ended = True
+        logger.info("Terminal session %s ends: %s %s", self._session_id(), int(code), message)
+        try:
+            await self.send(text_data=protocol.error_message(code, message))
+            await self.close(code=int(code))  # Daphne wants a plain int
+        except Exception:  # The browser may be gone already; the record below still counts.
+            logger.debug("Could not tell the browser why session %s ended", self._session_id())
+        if self.session is not None:
+            reason = END_REASONS.get(code, Session.EndReason.SERVER_ERROR)
+            await self._close_session(reason, None, message)
+        await self._cleanup(keep=asyncio.current_task())
+
+    async def _cleanup(self, keep: asyncio.Task[Any] | None = None) -> None:
+        """Cancel the tasks and close the exec and its HTTP session."""
+        for task in self.tasks:
+            if task is not keep and not task.done():
+                task.cancel()
+        self.window_open.set()
+        if self.stream is not None and not self.stream.closed:
+            await self.stream.close()
+        if self.http is not None and not self.http.closed:
+            await self.http.close()
+
+    def _start(self, coroutine: Any) -> None:
+        self.tasks.append(asyncio.create_task(coroutine))
+
+    # Talking to the cluster.
+
+    async def _connection(self) -> Connection:
+        cluster = get_cluster(self.target.cluster)
+        try:
+            # Loading a kubeconfig or running a credential plugin blocks: use a thread.
+            return await sync_to_async(cluster.connection, thread_sensitive=False)()
+        except ClusterUnavailable as exc:
+            logger.warning("%s", exc)
+            raise EndSession(CloseCode.UPSTREAM_FAILED, "The cluster is not configured.") from exc
+
+    async def _default_container(self, connection: Connection) -> str:
+        """The container kubectl would pick: the annotated default, else the first."""
+        assert self.http is not None
+        path = f"/api/v1/namespaces/{self.target.namespace}/pods/{self.target.pod}"
+        try:
+            pod = await get_json(
+                self.http, connection, path, self._cluster_headers(), self.config["CONNECT_TIMEOUT"]
+            )
+        except KubernetesError as error:
+            raise self._refusal(error) from error
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise EndSession(CloseCode.UPSTREAM_FAILED, "The cluster cannot be reached.") from exc
+        metadata, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+        phase = (pod.get("status") or {}).get("phase")
+        if phase != "Running":
+            raise EndSession(
+                CloseCode.NOT_FOUND, f"Pod {self.target.pod} is not running (phase {phase})."
+            )
+        names = [container.get("name", "") for container in spec.get("containers") or []]
+        default = (metadata.get("annotations") or {}).get("kubectl.kubernetes.io/default-container")
+        if default in names:
+            return str(default)
+        if not names:
+            raise EndSession(CloseCode.NOT_FOUND, f"Pod {self.target.pod} has no containers.")
+        return str(names[0])
+
+    async def _open(self, connection: Connection, container: str, command: list[str]) -> ExecStream:
+        assert self.http is not None
+        path = exec_path(self.target.namespace, self.target.pod, command, container)
+        timeout = self.config["CONNECT_TIMEOUT"]
+        try:
+            async with asyncio.timeout(timeout):
+                return await open_exec(
+                    self.http, connection, path, self._cluster_headers(), timeout,
+                    self.config["KEEPALIVE"],
+                )
+        except KubernetesError as error:
+            raise self._refusal(error) from error
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            logger.warning("Exec to %s failed: %r", self.target, exc)
+            raise EndSession(CloseCode.UPSTREAM_FAILED, "The cluster cannot be reached.") from exc
+
+    def _refusal(self, error: KubernetesError) -> EndSession:
+        if error.http_status == 404 or (
+            error.http_status == 400 and "is not valid for pod" in error.message
+        ):
+            return EndSession(CloseCode.NOT_FOUND, error.message or "No such pod or container.")
+        return EndSession(
+            CloseCode.UPSTREAM_FAILED, f"The cluster refused: {error.message or error.reason}"
+        )
+
+    def _cluster_headers(self) -> dict[str, str]:
+        """Extra headers for the API server (impersonation comes here)."""
+        return {}
+
+    # Reading the request.
+
+    def _target_from_scope(self) -> ExecTarget:
+        kwargs = self.scope["url_route"]["kwargs"]
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        target = ExecTarget(
+            cluster=kwargs["cluster"],
+            namespace=kwargs["namespace"],
+            pod=kwargs["pod"],
+            container=(query.get("container") or [""])[0],
+            command=(query.get("command") or [""])[0],
+        )
+        reason = target.invalid_reason()
+        if reason:
+            raise EndSession(CloseCode.BAD_REQUEST, reason)
+        return target
+
+    def _client_address(self) -> str | None:
+        client = self.scope.get("client")
+        return client[0] if client else None
+
+    def _user_agent(self) -> str:
+        for name, value in self.scope.get("headers", []):
+            if name == b"user-agent":
+                return str(value.decode("latin-1"))
+        return ""
+
+    def _session_id(self) -> Any:
+        return self.session.pk if self.session is not None else None
+
+    # Database work, in Channels' database thread.
+
+    @database_sync_to_async
+    def _may_exec(self, target: ExecTarget) -> bool:
+        return bool(self.scope["user"].has_perm(EXEC_PERMISSION, target))
+
+    @database_sync_to_async
+    def _open_session(self) -> Session | None:
+        return sessions.open_session(
+            self.scope["user"],
+            self.target,
+            self._client_address(),
+            self._user_agent(),
+            self.config["MAX_SESSIONS_PER_USER"],
+            self.config["MAX_DURATION"],
+        )
+
+    @database_sync_to_async
+    def _mark_running(self, container: str, command: list[str]) -> None:
+        sessions.mark_running(self._session_id(), container, command)
+
+    @database_sync_to_async
+    def _close_session(self, reason: str, exit_code: int | None, message: str) -> None:
+        sessions.close_session(self._session_id(), reason, exit_code, message)

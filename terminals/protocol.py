@@ -1,0 +1,156 @@
+"""The browser protocol: pure encoding and decoding, no I/O.
+
+Client to server: binary frames are stdin bytes; text frames are JSON objects
+``{"type": "stdin", "data": "ls\\r"}``, ``{"type": "resize", "cols": 120, "rows": 40}`` or
+``{"type": "ack", "bytes": 65536}`` (flow control: output bytes the client has processed).
+Server to client: binary frames are terminal output; text frames are ``ready``, ``exit`` and
+``error`` messages. The README documents it for other clients.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes the terminal socket ends with."""
+
+    NORMAL = 1000
+    BAD_REQUEST = 4400
+    NOT_AUTHENTICATED = 4401
+    FORBIDDEN = 4403
+    NOT_FOUND = 4404
+    IDLE = 4408
+    ENDED_BY_AUDITOR = 4409
+    MAX_DURATION = 4410
+    FRAME_TOO_LARGE = 4413
+    TOO_MANY_SESSIONS = 4429
+    UPSTREAM_FAILED = 4502
+    AUDIT_UNAVAILABLE = 4503
+
+
+#: The ``code`` word of the error message sent before each close code.
+ERROR_WORDS: dict[CloseCode, str] = {
+    CloseCode.BAD_REQUEST: "bad_request",
+    CloseCode.NOT_AUTHENTICATED: "not_authenticated",
+    CloseCode.FORBIDDEN: "forbidden",
+    CloseCode.NOT_FOUND: "not_found",
+    CloseCode.IDLE: "idle",
+    CloseCode.ENDED_BY_AUDITOR: "ended_by_auditor",
+    CloseCode.MAX_DURATION: "max_duration",
+    CloseCode.FRAME_TOO_LARGE: "frame_too_large",
+    CloseCode.TOO_MANY_SESSIONS: "too_many_sessions",
+    CloseCode.UPSTREAM_FAILED: "upstream",
+    CloseCode.AUDIT_UNAVAILABLE: "audit_unavailable",
+}
+
+# A terminal larger than this is a mistake or an attack; the kernel takes 16-bit sizes.
+MAX_COLS = 1000
+MAX_ROWS = 1000
+
+
+class ProtocolError(Exception):
+    """A client frame that ends the session with ``code`` and a message the page shows."""
+
+    def __init__(self, code: CloseCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Stdin:
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Resize:
+    cols: int
+    rows: int
+
+
+@dataclass(frozen=True)
+class Ack:
+    bytes: int
+
+
+ClientMessage = Stdin | Resize | Ack
+
+
+def decode_client_frame(
+    text_data: str | None, bytes_data: bytes | None, max_size: int
+) -> ClientMessage:
+    """Turn one browser frame into a message, or raise :class:`ProtocolError`."""
+    if bytes_data is not None:
+        if len(bytes_data) > max_size:
+            raise _too_large(len(bytes_data), max_size)
+        return Stdin(bytes_data)
+    if text_data is None:
+        raise ProtocolError(CloseCode.BAD_REQUEST, "Empty frame.")
+    # len(str) <= len(utf-8 bytes) <= 4 * len(str): check cheaply before encoding.
+    if len(text_data) > max_size or len(text_data.encode()) > max_size:
+        raise _too_large(len(text_data.encode()), max_size)
+    try:
+        message = json.loads(text_data)
+    except ValueError:
+        raise ProtocolError(CloseCode.BAD_REQUEST, "Text frames must be JSON objects.") from None
+    if not isinstance(message, dict):
+        raise ProtocolError(CloseCode.BAD_REQUEST, "Text frames must be JSON objects.")
+    kind = message.get("type")
+    if kind == "stdin":
+        data = message.get("data")
+        if not isinstance(data, str):
+            raise ProtocolError(CloseCode.BAD_REQUEST, 'A stdin message needs a string "data".')
+        return Stdin(data.encode("utf-8", "surrogatepass"))
+    if kind == "resize":
+        cols, rows = message.get("cols"), message.get("rows")
+        if not (_whole(cols) and _whole(rows)):
+            raise ProtocolError(
+                CloseCode.BAD_REQUEST, 'A resize message needs whole numbers "cols" and "rows".'
+            )
+        if not (1 <= cols <= MAX_COLS and 1 <= rows <= MAX_ROWS):
+            raise ProtocolError(
+                CloseCode.BAD_REQUEST,
+                f"Terminal size {cols}x{rows} is out of range "
+                f"(1-{MAX_COLS} columns, 1-{MAX_ROWS} rows).",
+            )
+        return Resize(cols, rows)
+    if kind == "ack":
+        count = message.get("bytes")
+        if not _whole(count) or count < 0:
+            raise ProtocolError(CloseCode.BAD_REQUEST, 'An ack message needs a whole "bytes".')
+        return Ack(count)
+    raise ProtocolError(CloseCode.BAD_REQUEST, f"Unknown message type {kind!r}.")
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _too_large(size: int, max_size: int) -> ProtocolError:
+    return ProtocolError(
+        CloseCode.FRAME_TOO_LARGE, f"Frame of {size} bytes exceeds the limit of {max_size} bytes."
+    )
+
+
+def ready_message(session: str, container: str, command: list[str]) -> str:
+    """The message sent once the exec is running."""
+    return json.dumps(
+        {"type": "ready", "session": session, "container": container, "command": command}
+    )
+
+
+def exit_message(code: int | None, message: str = "") -> str:
+    """The message sent when the process ended; ``code`` is None if the cluster gave none."""
+    payload: dict[str, Any] = {"type": "exit", "code": code}
+    if message:
+        payload["message"] = message
+    return json.dumps(payload)
+
+
+def error_message(code: CloseCode, message: str) -> str:
+    """The message sent right before closing with ``code``."""
+    return json.dumps({"type": "error", "code": ERROR_WORDS[code], "message": message})

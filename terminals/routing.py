@@ -1,0 +1,14 @@
+"""WebSocket routes of the terminals app; wrap them in AllowedHostsOriginValidator."""
+
+from django.urls import re_path
+
+from .consumers import TerminalConsumer
+
+# Names are matched loosely here and validated by the consumer, which answers 4400 with a
+# reason instead of a bare handshake failure.
+websocket_urlpatterns = [
+    re_path(
+        r"^ws/terminals/(?P<cluster>[^/]+)/(?P<namespace>[^/]+)/(?P<pod>[^/]+)/$",
+        TerminalConsumer.as_asgi(),
+    ),
+]
