@@ -12,7 +12,9 @@ class TerminalsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the checks)
-        from . import conf
+        from . import (
+            checks,  # noqa: F401  (registers the checks)
+            conf,
+        )
 
         conf.connect_signals()

@@ -23,9 +23,17 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from . import protocol, sessions
 from .conf import get_config
 from .kube.clusters import ClusterUnavailable, Connection, UnknownCluster, get_cluster
-from .kube.exec import ExecStatus, ExecStream, KubernetesError, Output, exec_path, get_json, open_exec
+from .kube.exec import (
+    ExecStatus,
+    ExecStream,
+    KubernetesError,
+    Output,
+    exec_path,
+    get_json,
+    open_exec,
+)
 from .models import Session
-from .permissions import EXEC_PERMISSION, ExecTarget
+from .permissions import ExecTarget, may_exec
 from .protocol import Ack, CloseCode, ProtocolError, Resize, Stdin
 
 logger = logging.getLogger(__name__)
@@ -165,7 +173,10 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         container = self.target.container or await self._default_container(connection)
         if not self.target.container and not await self._may_exec(
             ExecTarget(
-                self.target.cluster, self.target.namespace, self.target.pod, container,
+                self.target.cluster,
+                self.target.namespace,
+                self.target.pod,
+                container,
                 self.target.command,
             )
         ):
@@ -176,9 +187,11 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             await asyncio.wait_for(self.size_known.wait(), SIZE_WAIT)
         except TimeoutError:
             pass  # A client that sends no size gets the cluster's default.
-        candidates = [[self.target.command]] if self.target.command else [
-            [shell] for shell in self.config["SHELLS"]
-        ]
+        candidates = (
+            [[self.target.command]]
+            if self.target.command
+            else [[shell] for shell in self.config["SHELLS"]]
+        )
         for number, command in enumerate(candidates, start=1):
             stream = await self._open(connection, container, command)
             applied = self.size
@@ -201,7 +214,9 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             break
         self.stream = stream
         await self._mark_running(container, command)
-        await self.send(text_data=protocol.ready_message(str(self._session_id()), container, command))
+        await self.send(
+            text_data=protocol.ready_message(str(self._session_id()), container, command)
+        )
         while self.early_stdin:
             await stream.send_stdin(self.early_stdin.popleft())
         if self.size and self.size != applied:
@@ -248,7 +263,8 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             now = loop.time()
             if now - self.started >= duration_limit:
                 await self._end(
-                    CloseCode.MAX_DURATION, f"The session reached its maximum of {duration_limit} s."
+                    CloseCode.MAX_DURATION,
+                    f"The session reached its maximum of {duration_limit} s.",
                 )
                 return
             if now - self.last_activity >= idle_limit:
@@ -346,7 +362,11 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         try:
             async with asyncio.timeout(timeout):
                 return await open_exec(
-                    self.http, connection, path, self._cluster_headers(), timeout,
+                    self.http,
+                    connection,
+                    path,
+                    self._cluster_headers(),
+                    timeout,
                     self.config["KEEPALIVE"],
                 )
         except KubernetesError as error:
@@ -402,7 +422,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
 
     @database_sync_to_async
     def _may_exec(self, target: ExecTarget) -> bool:
-        return bool(self.scope["user"].has_perm(EXEC_PERMISSION, target))
+        return may_exec(self.scope["user"], target)
 
     @database_sync_to_async
     def _open_session(self) -> Session | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 #: Ask ``user.has_perm(EXEC_PERMISSION, ExecTarget(...))``; any auth backend may answer.
 EXEC_PERMISSION = "terminals.exec_pod"
@@ -40,6 +41,12 @@ class ExecTarget:
         if self.command and not _COMMAND.match(self.command):
             return f"{self.command!r} is not a valid command."
         return None
+
+
+def may_exec(user: Any, target: ExecTarget) -> bool:
+    """Ask every auth backend whether ``user`` may open a terminal on ``target``."""
+    # django-stubs types the object as a Model; Django itself accepts any object.
+    return bool(user.has_perm(EXEC_PERMISSION, target))
 
 
 def is_label(name: str) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
+from typing import Any, TypeGuard
 
 
 class CloseCode(IntEnum):
@@ -126,7 +126,7 @@ def decode_client_frame(
     raise ProtocolError(CloseCode.BAD_REQUEST, f"Unknown message type {kind!r}.")
 
 
-def _whole(value: Any) -> bool:
+def _whole(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

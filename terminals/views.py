@@ -12,7 +12,7 @@ from django.shortcuts import render
 
 from .kube.clusters import UnknownCluster, all_clusters, get_cluster
 from .kube.pods import PodInfo, PodListError, list_pods
-from .permissions import EXEC_PERMISSION, ExecTarget
+from .permissions import ExecTarget, may_exec
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +42,8 @@ def portal(request: HttpRequest) -> HttpResponse:
                 containers = [
                     container
                     for container in pod.containers
-                    if request.user.has_perm(
-                        EXEC_PERMISSION,
-                        ExecTarget(cluster.name, pod.namespace, pod.name, container),
+                    if may_exec(
+                        request.user, ExecTarget(cluster.name, pod.namespace, pod.name, container)
                     )
                 ]
                 if containers:
@@ -65,7 +64,7 @@ def terminal(request: HttpRequest, cluster: str, namespace: str, pod: str) -> Ht
     )
     if target.invalid_reason():
         raise Http404(target.invalid_reason())
-    if not request.user.has_perm(EXEC_PERMISSION, target):
+    if not may_exec(request.user, target):
         raise PermissionDenied(f"You may not open a terminal on {target}.")
     # The WebSocket lives at the root whatever prefix the pages have (see routing.py).
     socket_path = f"/ws/terminals/{cluster}/{namespace}/{pod}/"
@@ -74,4 +73,3 @@ def terminal(request: HttpRequest, cluster: str, namespace: str, pod: str) -> Ht
         "terminals/terminal.html",
         {"target": target, "socket_path": socket_path, "title": str(target)},
     )
-

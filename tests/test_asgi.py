@@ -12,11 +12,17 @@ PATH = "/ws/terminals/kubesim/default/web/"
 
 @pytest.mark.django_db(transaction=True)
 async def test_a_terminal_websocket_is_routed_and_asks_for_login():
-    communicator = WebsocketCommunicator(application, PATH, headers=[(b"origin", b"http://localhost")])
+    communicator = WebsocketCommunicator(
+        application, PATH, headers=[(b"origin", b"http://localhost")]
+    )
     connected, _ = await communicator.connect()
     assert connected
     message = json.loads(await communicator.receive_from())
-    assert message == {"type": "error", "code": "not_authenticated", "message": "Log in to open a terminal."}
+    assert message == {
+        "type": "error",
+        "code": "not_authenticated",
+        "message": "Log in to open a terminal.",
+    }
     assert (await communicator.receive_output())["code"] == 4401
     await communicator.disconnect()
 
@@ -25,7 +31,7 @@ async def test_a_cross_site_origin_is_refused_before_the_consumer():
     communicator = WebsocketCommunicator(
         application, PATH, headers=[(b"origin", b"https://evil.example")]
     )
-    connected, code = await communicator.connect()
+    connected, _ = await communicator.connect()
     assert not connected
     await communicator.disconnect()
 

@@ -45,7 +45,7 @@ async def terminal(server, path, cookie, **kwargs):
 
 def say(word: str) -> str:
     """A command printing ``word``, written so that its echo does not contain ``word``."""
-    return "printf '\\%03o%s\\n'" % (ord(word[0]), word[1:])
+    return f"printf '\\{ord(word[0]):03o}{word[1:]}\\n'"
 
 
 async def run_line(client: TerminalClient, line: str, marker: str) -> bytes:
@@ -75,7 +75,9 @@ async def test_a_shell_starts_answers_and_exits_with_its_code(daphne, staff_cook
     assert session.ended_at is not None
 
 
-async def test_the_browser_size_is_applied_before_the_prompt_and_resizes_follow(daphne, staff_cookie):
+async def test_the_browser_size_is_applied_before_the_prompt_and_resizes_follow(
+    daphne, staff_cookie
+):
     async with terminal(daphne, WEB, staff_cookie, size=(101, 31)) as client:
         await client.until_message("ready")
         assert b"31 101" in await run_line(client, "stty size", "31 101")
@@ -114,7 +116,9 @@ async def test_input_typed_before_ready_is_held_and_delivered(daphne, staff_cook
 async def test_split_utf8_and_raw_bytes_arrive_as_bytes(daphne, staff_cookie):
     async with terminal(daphne, WEB, staff_cookie) as client:
         await client.until_message("ready")
-        out = await run_line(client, "printf 'A\\303'; sleep 0.3; printf '\\251B-\\344\\270\\255\\n'", "B-中")
+        out = await run_line(
+            client, "printf 'A\\303'; sleep 0.3; printf '\\251B-\\344\\270\\255\\n'", "B-中"
+        )
         assert "AéB-中".encode() in out
 
 
@@ -150,7 +154,7 @@ async def test_fifty_mebibytes_of_output_arrive_intact(daphne, staff_cookie):
     async with terminal(daphne, WEB, staff_cookie) as client:
         await client.until_message("ready")
         await client.type(
-            f"stty -echo -opost; printf '\\102EGIN\\n'; seq 1 {count}; printf '\\104ONE\\n'; stty echo opost\r"
+            f"stty -echo -opost; {say('BEGIN')}; seq 1 {count}; {say('DONE')}; stty echo opost\r"
         )
         start = await client.until_output(b"BEGIN\n")
         end = await client.until_output(b"DONE\n", start, timeout=180)
@@ -175,6 +179,7 @@ async def test_vi_full_screen_edits_a_file(daphne, staff_cookie):
 
 # Refusals: each close code the consumer can produce here, with the message the page shows.
 
+
 @pytest.mark.parametrize(
     ("path", "code", "word", "text"),
     [
@@ -183,7 +188,12 @@ async def test_vi_full_screen_edits_a_file(daphne, staff_cookie):
         (WEB + "?container=Bad!", 4400, "bad_request", "not a valid container name"),
         ("/ws/terminals/kubesim/default/nope/", 4404, "not_found", 'pods "nope" not found'),
         (WEB + "?container=nope", 4404, "not_found", "container nope is not valid for pod web"),
-        ("/ws/terminals/elsewhere/default/web/", 4404, "not_found", "no cluster called 'elsewhere'"),
+        (
+            "/ws/terminals/elsewhere/default/web/",
+            4404,
+            "not_found",
+            "no cluster called 'elsewhere'",
+        ),
         ("/ws/terminals/kubesim/default/done/", 4404, "not_found", "is not running"),
         (WEB + "?command=vi", 4403, "forbidden", "may not open a terminal"),
     ],
@@ -202,8 +212,11 @@ async def test_anonymous_and_unprivileged_users_are_refused(daphne):
     async with terminal(daphne, WEB, cookie) as client:
         assert await client.until_closed() == 4403
         assert client.messages == [
-            {"type": "error", "code": "forbidden",
-             "message": "You may not open a terminal on kubesim/default/web."}
+            {
+                "type": "error",
+                "code": "forbidden",
+                "message": "You may not open a terminal on kubesim/default/web.",
+            }
         ]
     assert not await Session.objects.filter(username="nobody").aexists()
 
@@ -232,11 +245,14 @@ async def test_bad_frames_end_only_that_session(daphne, staff_cookie, frame, cod
 
 async def test_a_cross_site_origin_is_refused_by_daphne(daphne, staff_cookie):
     with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
-        await TerminalClient.connect(daphne.ws_url, WEB, staff_cookie, origin="https://evil.example")
+        await TerminalClient.connect(
+            daphne.ws_url, WEB, staff_cookie, origin="https://evil.example"
+        )
     assert caught.value.status == 403
 
 
 # Limits, each on a Daphne of its own with the limit set low.
+
 
 @contextlib.contextmanager
 def daphne_with(kubesim, **terminals):

@@ -85,9 +85,14 @@ def test_every_binary_frame_within_the_limit_is_stdin(data):
 
 def test_server_messages():
     assert json.loads(ready_message("abc", "main", ["/bin/sh"])) == {
-        "type": "ready", "session": "abc", "container": "main", "command": ["/bin/sh"],
+        "type": "ready",
+        "session": "abc",
+        "container": "main",
+        "command": ["/bin/sh"],
     }
     assert json.loads(exit_message(3)) == {"type": "exit", "code": 3}
     assert json.loads(error_message(CloseCode.IDLE, "Idle.")) == {
-        "type": "error", "code": "idle", "message": "Idle.",
+        "type": "error",
+        "code": "idle",
+        "message": "Idle.",
     }

@@ -73,7 +73,7 @@ class Cluster:
         """A fresh ``ApiClient`` (never shared: the generated client is not thread-safe)."""
         api = client.ApiClient(configuration=self.configuration())
         for header, value in (extra_headers or {}).items():
-            api.set_default_header(header, value)
+            api.set_default_header(header, value)  # type: ignore[no-untyped-call]
         return api
 
     def connection(self) -> Connection:
@@ -86,7 +86,7 @@ class Cluster:
         if token:
             headers["Authorization"] = token
         elif cfg.username and cfg.password:
-            headers["Authorization"] = cfg.get_basic_auth_token()
+            headers["Authorization"] = cfg.get_basic_auth_token() or ""
         return Connection(host=cfg.host, headers=headers, ssl=_ssl_context(cfg))
 
     def _stamp(self) -> float:
@@ -102,9 +102,9 @@ class Cluster:
         cfg = client.Configuration()
         try:
             if self.settings.get("in_cluster"):
-                config.load_incluster_config(client_configuration=cfg)
+                config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
             else:
-                config.load_kube_config(
+                config.load_kube_config(  # type: ignore[no-untyped-call]
                     config_file=os.path.expanduser(str(self.settings["kubeconfig"])),
                     context=self.settings.get("context"),
                     client_configuration=cfg,

@@ -51,7 +51,7 @@ class ExecStatus:
 
 
 def parse_status(raw: bytes) -> ExecStatus:
-    """Decode channel 3. Clients must read ``details.causes[reason=ExitCode]``, not ``causes[0]``."""
+    """Decode channel 3, reading ``causes[reason=ExitCode]`` (not ``causes[0]``, a known bug)."""
     if not raw:
         return ExecStatus(code=None, reason="", message="The cluster sent no exit status.")
     try:
@@ -69,7 +69,9 @@ def parse_status(raw: bytes) -> ExecStatus:
         for cause in (status.get("details") or {}).get("causes") or []:
             if isinstance(cause, dict) and cause.get("reason") == "ExitCode":
                 try:
-                    return ExecStatus(code=int(cause.get("message")), reason=reason, message="")
+                    return ExecStatus(
+                        code=int(str(cause.get("message"))), reason=reason, message=""
+                    )
                 except (TypeError, ValueError):
                     break
     return ExecStatus(code=None, reason=reason, message=message)
@@ -239,7 +241,9 @@ async def _refusal(
     the API server refuses for the same reason (authorization, pod, container) with the same
     Status, before it would complain about the missing upgrade.
     """
-    fallback = KubernetesError(exc.status, "", f"The API server refused the exec (HTTP {exc.status}).")
+    fallback = KubernetesError(
+        exc.status, "", f"The API server refused the exec (HTTP {exc.status})."
+    )
     try:
         async with http.get(
             connection.url(path),

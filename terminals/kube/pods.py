@@ -44,14 +44,14 @@ def list_pods(cluster: Cluster, headers: dict[str, str] | None = None) -> list[P
     """Every pod of the cluster the web shell's identity may list, sorted by namespace and name."""
     try:
         with cluster.api_client(headers) as api:
-            pods = client.CoreV1Api(api).list_pod_for_all_namespaces(
-                _request_timeout=LIST_TIMEOUT
-            )
+            pods = client.CoreV1Api(api).list_pod_for_all_namespaces(_request_timeout=LIST_TIMEOUT)
     except ClusterUnavailable as exc:
         raise PodListError(str(exc)) from exc
     except ApiException as exc:
         logger.warning("Listing pods of %s failed: %s %s", cluster.name, exc.status, exc.reason)
-        raise PodListError(f"The cluster refused to list pods ({exc.status} {exc.reason}).") from exc
+        raise PodListError(
+            f"The cluster refused to list pods ({exc.status} {exc.reason})."
+        ) from exc
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         logger.warning("Listing pods of %s failed: %s", cluster.name, exc)
         raise PodListError("The cluster cannot be reached.") from exc
@@ -60,13 +60,15 @@ def list_pods(cluster: Cluster, headers: dict[str, str] | None = None) -> list[P
 
 
 def _pod_info(cluster: str, pod: client.V1Pod) -> PodInfo:
-    statuses = (pod.status.container_statuses or []) if pod.status else []
+    metadata = pod.metadata or client.V1ObjectMeta()
+    status = pod.status or client.V1PodStatus()
+    containers = pod.spec.containers if pod.spec else []
     return PodInfo(
         cluster=cluster,
-        namespace=pod.metadata.namespace,
-        name=pod.metadata.name,
-        phase=(pod.status.phase if pod.status else None) or "Unknown",
-        containers=tuple(container.name for container in pod.spec.containers),
-        ready=sum(1 for status in statuses if status.ready),
-        created=pod.metadata.creation_timestamp,
+        namespace=metadata.namespace or "",
+        name=metadata.name or "",
+        phase=status.phase or "Unknown",
+        containers=tuple(container.name for container in containers),
+        ready=sum(1 for state in status.container_statuses or [] if state.ready),
+        created=metadata.creation_timestamp,
     )

@@ -1,0 +1,189 @@
+"""Loading and validating the cluster YAML."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubesim.config import ConfigError, load_config, parse_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+MINIMAL: dict[str, Any] = {
+    "users": [{"name": "admin", "token": "t0", "groups": ["system:masters"]}],
+    "rbac": [
+        {
+            "subjects": [{"kind": "Group", "name": "system:masters"}],
+            "verbs": ["*"],
+            "resources": ["*"],
+            "namespaces": ["*"],
+        }
+    ],
+    "namespaces": [
+        {
+            "name": "default",
+            "pods": [
+                {
+                    "name": "web",
+                    "labels": {"app": "web"},
+                    "containers": [
+                        {"name": "main", "env": {"A": "1", "EMPTY": ""}, "executables": ["sh"]}
+                    ],
+                }
+            ],
+        }
+    ],
+}
+
+
+def with_change(path: str, value: Any) -> dict[str, Any]:
+    """MINIMAL with one key (dotted path, list indexes as numbers) set or removed."""
+    data = copy.deepcopy(MINIMAL)
+    *parents, last = path.split(".")
+    node: Any = data
+    for key in parents:
+        node = node[int(key)] if key.isdigit() else node[key]
+    if value is REMOVE:
+        del node[last]
+    elif isinstance(node, list) and int(last) == len(node):
+        node.append(value)
+    else:
+        node[int(last) if last.isdigit() else last] = value
+    return data
+
+
+REMOVE = object()
+
+
+def test_minimal_config() -> None:
+    config = parse_config(MINIMAL)
+    pod = config.namespace("default").pod("web")
+    assert pod.phase == "Running"
+    assert pod.container("main").env == {"A": "1", "EMPTY": ""}
+    assert pod.container("main").executables == ("sh",)
+    assert config.users[0].groups == ("system:masters",)
+    assert config.rules[0].namespaces == ("*",)
+
+
+def test_star_means_no_executable_restriction() -> None:
+    config = parse_config(with_change("namespaces.0.pods.0.containers.0.executables", "*"))
+    assert config.pods()[0].containers[0].executables is None
+
+
+@pytest.mark.parametrize("name", ["demo.yaml"])
+def test_demo_config_loads(name: str) -> None:
+    config = load_config(ROOT / "kubesim" / name)
+    assert {n.name for n in config.namespaces} == {"default", "dev", "prod"}
+    assert [u.name for u in config.users] == ["admin", "webshell", "alice", "bob"]
+
+
+def test_test_config_has_the_shapes_other_tests_rely_on() -> None:
+    config = load_config(ROOT / "tests" / "kubesim.yaml")
+    default = config.namespace("default")
+    assert default.pod("web").container("main").executables is None
+    alpine = default.pod("alpine").container("main").executables
+    for tool in (
+        "sh",
+        "cat",
+        "ls",
+        "echo",
+        "printf",
+        "stty",
+        "sleep",
+        "head",
+        "dd",
+        "seq",
+        "env",
+        "kill",
+        "true",
+        "false",
+        "wc",
+        "sha256sum",
+        "id",
+    ):
+        assert tool in alpine
+    assert "bash" not in alpine
+    assert [c.name for c in default.pod("multi").containers] == ["app", "sidecar"]
+    assert default.pod("done").phase == "Succeeded"
+    assert config.namespace("dev").pod("api").container("main")
+    assert config.namespace("prod").pod("db").container("main")
+    assert {"admin", "webshell", "alice", "bob"} <= {u.name for u in config.users}
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("users", REMOVE, "users: required key is missing"),
+        ("colour", "red", "colour: unknown key (allowed: users, namespaces, rbac)"),
+        ("users", [], "users: at least one user is required"),
+        ("users.0.token", REMOVE, "users[0].token: required key is missing"),
+        ("users.0.groups", "system:masters", "users[0].groups: expected a list, got str"),
+        ("rbac.0.subjects.0.kind", "Robot", "rbac[0].subjects[0].kind: must be one of User, Group"),
+        ("rbac.0.verbs", [], "rbac[0].verbs: at least one value is required"),
+        ("namespaces.0.name", "Default", "namespaces[0].name: 'Default' is not a valid name"),
+        (
+            "namespaces.0.pods.0.phase",
+            "Runing",
+            "namespaces[0].pods[0].phase: must be one of Pending, Running, Succeeded, Failed, "
+            "got 'Runing'",
+        ),
+        ("namespaces.0.pods.0.containers", [], "namespaces[0].pods[0].containers: at least one"),
+        (
+            "namespaces.0.pods.0.containers.0.workingdir",
+            "/tmp",
+            "namespaces[0].pods[0].containers[0].workingdir: unknown key",
+        ),
+        (
+            "namespaces.0.pods.0.containers.0.workingDir",
+            "relative",
+            "namespaces[0].pods[0].containers[0].workingDir: must be an absolute path",
+        ),
+        (
+            "namespaces.0.pods.0.containers.0.executables",
+            ["/bin/sh"],
+            "namespaces[0].pods[0].containers[0].executables: '/bin/sh' is not a command name",
+        ),
+        (
+            "namespaces.0.pods.0.containers.0.env",
+            {"A B": "x"},
+            "namespaces[0].pods[0].containers[0].env.A B: not a valid environment variable name",
+        ),
+        (
+            "namespaces.0.pods.0.labels",
+            ["app"],
+            "namespaces[0].pods[0].labels: expected a mapping, got a list",
+        ),
+    ],
+)
+def test_errors_name_the_bad_key(path: str, value: Any, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(with_change(path, value))
+    assert str(info.value).startswith(message)
+
+
+def test_duplicates_are_refused_without_showing_tokens() -> None:
+    data = copy.deepcopy(MINIMAL)
+    data["users"].append({"name": "other", "token": "t0"})
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    assert str(info.value) == "users[1].token: duplicate value <hidden>"
+    data = with_change("namespaces.0.pods.1", copy.deepcopy(MINIMAL["namespaces"][0]["pods"][0]))
+    with pytest.raises(
+        ConfigError, match=r"namespaces\[0\]\.pods\[1\]\.name: duplicate value 'web'"
+    ):
+        parse_config(data)
+
+
+def test_load_config_reports_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("users: [\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: invalid YAML"):
+        load_config(bad)
+    bad.write_text("- just a list\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: top level: expected a mapping, got a list"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
