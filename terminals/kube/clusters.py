@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
 from kubernetes import client, config
 
 from ..conf import get_config
@@ -110,7 +111,14 @@ class Cluster:
                     client_configuration=cfg,
                     persist_config=False,
                 )
-        except (config.ConfigException, OSError, KeyError, ValueError) as exc:
+        except (
+            config.ConfigException,
+            OSError,
+            KeyError,
+            ValueError,
+            TypeError,
+            yaml.YAMLError,
+        ) as exc:
             raise ClusterUnavailable(f"Cluster {self.name!r} is not configured: {exc}") from exc
         return cfg
 
