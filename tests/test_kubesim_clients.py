@@ -225,6 +225,17 @@ async def test_large_binary_output_arrives_intact(
     assert out.status()["status"] == "Success"
 
 
+async def test_large_stdin_arrives_intact(http: aiohttp.ClientSession, kubesim: Kubesim) -> None:
+    blob = os.urandom(6 * 1024 * 1024)  # more than kubesim queues for a process not reading
+    command = ["sh", "-c", "sleep 0.3; exec sha256sum"]
+    ws = await open_exec(http, kubesim, exec_path("web", command, stdin=True, stdout=True))
+    for start in range(0, len(blob), 64 * 1024):
+        await ws.send_bytes(b"\x00" + blob[start : start + 64 * 1024])
+    await ws.send_bytes(b"\xff\x00")
+    out = await read_exec(ws)
+    assert out.stdout.split()[0].decode() == hashlib.sha256(blob).hexdigest()
+
+
 async def test_utf8_split_across_frames_stays_bytes(
     http: aiohttp.ClientSession, kubesim: Kubesim
 ) -> None:
