@@ -1,18 +1,23 @@
-"""The authentication backend that answers ``terminals.exec_pod`` object permissions."""
+"""The authentication backend that answers ``terminals.exec_pod`` from access rules."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import Q
+from django.utils import timezone
+
 from .conf import get_config
+from .models import AccessRule
 from .permissions import EXEC_PERMISSION, ExecTarget
 
 
 class TerminalsBackend:
-    """Grants ``terminals.exec_pod`` on an :class:`ExecTarget`; authenticates nobody.
+    """Grants ``terminals.exec_pod`` on an :class:`ExecTarget` when an access rule does.
 
-    Until access rules exist, active staff may open the configured shells anywhere.
-    Superusers pass before any backend is asked (``User.has_perm``).
+    It authenticates nobody. Rules only grant, and nothing is granted by default; active
+    superusers pass before any backend is asked (``User.has_perm``), so other backends
+    (django-guardian, LDAP or OIDC groups) compose the usual Django way.
     """
 
     def authenticate(self, request: Any, **credentials: Any) -> None:
@@ -24,14 +29,18 @@ class TerminalsBackend:
     def has_perm(self, user_obj: Any, perm: str, obj: Any = None) -> bool:
         if perm != EXEC_PERMISSION or not isinstance(obj, ExecTarget):
             return False
-        if not (user_obj.is_active and user_obj.is_staff):
+        if not user_obj.is_active or user_obj.is_anonymous:
             return False
-        return allowed_command(obj.command)
+        shells = get_config()["SHELLS"]
+        return any(rule.allows(obj, shells) for rule in self._rules(user_obj))
 
-
-def allowed_command(command: str) -> bool:
-    """The default command (a configured shell) or one of the shells, by path or name."""
-    if not command:
-        return True
-    shells = get_config()["SHELLS"]
-    return command in shells or command in {shell.rsplit("/", 1)[-1] for shell in shells}
+    def _rules(self, user: Any) -> list[AccessRule]:
+        # Cached on the user object, as ModelBackend caches permissions: one query per request
+        # (the portal asks once per container).
+        cached: list[AccessRule] | None = getattr(user, "_terminals_rules", None)
+        if cached is None:
+            current = Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now())
+            subject = Q(users=user) | Q(groups__in=user.groups.all())
+            cached = list(AccessRule.objects.filter(current & subject).distinct())
+            user._terminals_rules = cached
+        return cached

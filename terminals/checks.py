@@ -46,6 +46,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         )
     merged = {**DEFAULTS, **config}
+    if "*" in settings.ALLOWED_HOSTS:
+        messages.append(
+            Error(
+                'ALLOWED_HOSTS contains "*", which turns off the WebSocket origin check and lets '
+                "any web site open terminals with your users' cookies.",
+                hint="List the host names the site is served under.",
+                id="terminals.E009",
+            )
+        )
     messages += _check_clusters(merged["CLUSTERS"])
     messages += _check_shells(merged["SHELLS"])
     messages += _check_numbers(merged)

@@ -10,6 +10,7 @@ first, everything else is closed and the Session row records why.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections import deque
 from typing import Any
@@ -20,8 +21,9 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from . import protocol, sessions
+from . import protocol, records
 from .conf import get_config
+from .impersonation import impersonation_headers
 from .kube.clusters import ClusterUnavailable, Connection, UnknownCluster, get_cluster
 from .kube.exec import (
     ExecStatus,
@@ -55,6 +57,10 @@ END_REASONS = {
     CloseCode.UPSTREAM_FAILED: Session.EndReason.UPSTREAM_FAILED,
     CloseCode.AUDIT_UNAVAILABLE: Session.EndReason.AUDIT_UNAVAILABLE,
 }
+
+
+# Refusals written down as DeniedAttempt records.
+DENIALS = {CloseCode.BAD_REQUEST, CloseCode.NOT_AUTHENTICATED, CloseCode.FORBIDDEN}
 
 
 class EndSession(Exception):
@@ -91,8 +97,12 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         # Refusals go after accept(), as an error message and a close code, so the page can
         # say why; a refused handshake would only show "connection failed".
         await self.accept()
+        self.target = self._target_from_scope()
+        self.impersonation: list[tuple[str, str]] = []
         try:
-            self.target = self._target_from_scope()
+            invalid = self.target.invalid_reason()
+            if invalid:
+                raise EndSession(CloseCode.BAD_REQUEST, invalid)
             user = self.scope.get("user")
             if user is None or not user.is_authenticated:
                 raise EndSession(CloseCode.NOT_AUTHENTICATED, "Log in to open a terminal.")
@@ -114,6 +124,8 @@ class TerminalConsumer(AsyncWebsocketConsumer):
                     "close one first.",
                 )
         except EndSession as end:
+            if end.code in DENIALS:
+                await self._record_denial(self.target, end.code, end.message)
             await self._end(end.code, end.message)
             return
         self._start(self._run())
@@ -171,18 +183,12 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         connection = await self._connection()
         self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         container = self.target.container or await self._default_container(connection)
-        if not self.target.container and not await self._may_exec(
-            ExecTarget(
-                self.target.cluster,
-                self.target.namespace,
-                self.target.pod,
-                container,
-                self.target.command,
-            )
-        ):
-            raise EndSession(
-                CloseCode.FORBIDDEN, f"You may not open a terminal on {self.target}/{container}."
-            )
+        if not self.target.container:
+            resolved = dataclasses.replace(self.target, container=container)
+            if not await self._may_exec(resolved):
+                message = f"You may not open a terminal on {resolved}."
+                await self._record_denial(resolved, CloseCode.FORBIDDEN, message)
+                raise EndSession(CloseCode.FORBIDDEN, message)
         try:
             await asyncio.wait_for(self.size_known.wait(), SIZE_WAIT)
         except TimeoutError:
@@ -338,7 +344,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
                 self.http, connection, path, self._cluster_headers(), self.config["CONNECT_TIMEOUT"]
             )
         except KubernetesError as error:
-            raise self._refusal(error) from error
+            raise await self._refusal(error) from error
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise EndSession(CloseCode.UPSTREAM_FAILED, "The cluster cannot be reached.") from exc
         metadata, spec = pod.get("metadata") or {}, pod.get("spec") or {}
@@ -370,40 +376,40 @@ class TerminalConsumer(AsyncWebsocketConsumer):
                     self.config["KEEPALIVE"],
                 )
         except KubernetesError as error:
-            raise self._refusal(error) from error
+            raise await self._refusal(error, container) from error
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             logger.warning("Exec to %s failed: %r", self.target, exc)
             raise EndSession(CloseCode.UPSTREAM_FAILED, "The cluster cannot be reached.") from exc
 
-    def _refusal(self, error: KubernetesError) -> EndSession:
+    async def _refusal(self, error: KubernetesError, container: str = "") -> EndSession:
         if error.http_status == 404 or (
             error.http_status == 400 and "is not valid for pod" in error.message
         ):
             return EndSession(CloseCode.NOT_FOUND, error.message or "No such pod or container.")
-        return EndSession(
-            CloseCode.UPSTREAM_FAILED, f"The cluster refused: {error.message or error.reason}"
-        )
+        message = f"The cluster refused: {error.message or error.reason}"
+        if error.http_status in (401, 403):
+            # Django allowed it but the cluster's RBAC did not: a denial all the same.
+            target = dataclasses.replace(self.target, container=container or self.target.container)
+            await self._record_denial(target, CloseCode.UPSTREAM_FAILED, message)
+        return EndSession(CloseCode.UPSTREAM_FAILED, message)
 
-    def _cluster_headers(self) -> dict[str, str]:
-        """Extra headers for the API server (impersonation comes here)."""
-        return {}
+    def _cluster_headers(self) -> list[tuple[str, str]]:
+        """Extra headers for the API server: impersonation, if configured."""
+        return self.impersonation
 
     # Reading the request.
 
     def _target_from_scope(self) -> ExecTarget:
+        """What the URL asks for, not yet validated."""
         kwargs = self.scope["url_route"]["kwargs"]
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
-        target = ExecTarget(
+        return ExecTarget(
             cluster=kwargs["cluster"],
             namespace=kwargs["namespace"],
             pod=kwargs["pod"],
             container=(query.get("container") or [""])[0],
             command=(query.get("command") or [""])[0],
         )
-        reason = target.invalid_reason()
-        if reason:
-            raise EndSession(CloseCode.BAD_REQUEST, reason)
-        return target
 
     def _client_address(self) -> str | None:
         client = self.scope.get("client")
@@ -422,11 +428,26 @@ class TerminalConsumer(AsyncWebsocketConsumer):
 
     @database_sync_to_async
     def _may_exec(self, target: ExecTarget) -> bool:
-        return may_exec(self.scope["user"], target)
+        allowed = may_exec(self.scope["user"], target)
+        if allowed:
+            # Reads the user's groups: done here, in the database thread, once.
+            self.impersonation = impersonation_headers(self.scope["user"])
+        return allowed
+
+    @database_sync_to_async
+    def _record_denial(self, target: ExecTarget, code: CloseCode, message: str) -> None:
+        records.record_denial(
+            self.scope.get("user"),
+            target,
+            protocol.ERROR_WORDS[code],
+            message,
+            self._client_address(),
+            self._user_agent(),
+        )
 
     @database_sync_to_async
     def _open_session(self) -> Session | None:
-        return sessions.open_session(
+        return records.open_session(
             self.scope["user"],
             self.target,
             self._client_address(),
@@ -437,8 +458,33 @@ class TerminalConsumer(AsyncWebsocketConsumer):
 
     @database_sync_to_async
     def _mark_running(self, container: str, command: list[str]) -> None:
-        sessions.mark_running(self._session_id(), container, command)
+        records.mark_running(self._session_id(), container, command)
 
     @database_sync_to_async
     def _close_session(self, reason: str, exit_code: int | None, message: str) -> None:
-        sessions.close_session(self._session_id(), reason, exit_code, message)
+        records.close_session(self._session_id(), reason, exit_code, message)
+
+
+class MalformedPathConsumer(AsyncWebsocketConsumer):
+    """Answers a /ws/terminals/ address that is not cluster/namespace/pod, with 4400.
+
+    Without it the router raises and the browser sees a bare handshake failure (HTTP 500).
+    """
+
+    async def connect(self) -> None:
+        await self.accept()
+        message = "Not a terminal address: expected /ws/terminals/<cluster>/<namespace>/<pod>/."
+        await self._record(f"{message} Got {self.scope.get('path', '')[:300]!r}.")
+        await self.send(text_data=protocol.error_message(CloseCode.BAD_REQUEST, message))
+        await self.close(code=int(CloseCode.BAD_REQUEST))
+
+    @database_sync_to_async
+    def _record(self, reason: str) -> None:
+        client = self.scope.get("client")
+        records.record_denial(
+            self.scope.get("user"),
+            ExecTarget("", "", ""),
+            protocol.ERROR_WORDS[CloseCode.BAD_REQUEST],
+            reason,
+            client[0] if client else None,
+        )

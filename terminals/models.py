@@ -3,10 +3,129 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
+from fnmatch import fnmatchcase
 
 from django.conf import settings
+from django.contrib.auth.models import Group
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+
+from .permissions import ExecTarget
+
+
+def split_patterns(text: str) -> list[str]:
+    """Patterns are written one per line or separated by commas or spaces."""
+    return [part for part in text.replace(",", " ").split() if part]
+
+
+def matches_any(value: str, patterns: Iterable[str]) -> bool:
+    """True if ``value`` matches one of the glob ``patterns`` (case-sensitive, as Kubernetes)."""
+    return any(fnmatchcase(value, pattern) for pattern in patterns)
+
+
+class AccessRule(models.Model):
+    """Grants its users and groups terminals on the pods its patterns match; rules only grant."""
+
+    name = models.CharField(_("name"), max_length=200, help_text=_("What the rule is for."))
+    users = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, verbose_name=_("users"), blank=True, related_name="+"
+    )
+    groups = models.ManyToManyField(Group, verbose_name=_("groups"), blank=True, related_name="+")
+    clusters = models.TextField(
+        _("clusters"), default="*", help_text=_("Glob patterns, e.g. prod-* or *.")
+    )
+    namespaces = models.TextField(_("namespaces"), default="*", help_text=_("Glob patterns."))
+    pods = models.TextField(_("pods"), default="*", help_text=_("Glob patterns, e.g. web-*."))
+    containers = models.TextField(
+        _("containers"),
+        default="*",
+        help_text=_("Glob patterns. Opening a pod's default container needs *."),
+    )
+    commands = models.TextField(
+        _("commands"),
+        blank=True,
+        help_text=_(
+            "Programs that may run instead of a shell, e.g. /usr/bin/psql. Empty: only the "
+            "configured shells."
+        ),
+    )
+    expires_at = models.DateTimeField(
+        _("expires"), null=True, blank=True, db_index=True, help_text=_("Empty: never.")
+    )
+    reason = models.CharField(
+        _("reason or ticket"), max_length=200, blank=True, help_text=_("E.g. OPS-1234.")
+    )
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("access rule")
+        verbose_name_plural = _("access rules")
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_expired(self) -> bool:
+        """True once the expiry has passed."""
+        return self.expires_at is not None and self.expires_at <= timezone.now()
+
+    def allows(self, target: ExecTarget, shells: Iterable[str]) -> bool:
+        """True if this rule grants ``target`` (expiry and subjects are checked by the caller)."""
+        if not (
+            matches_any(target.cluster, split_patterns(self.clusters))
+            and matches_any(target.namespace, split_patterns(self.namespaces))
+            and matches_any(target.pod, split_patterns(self.pods))
+        ):
+            return False
+        containers = split_patterns(self.containers)
+        # "" means "the pod's default container", unknown until the cluster is asked.
+        if target.container and not matches_any(target.container, containers):
+            return False
+        if not target.container and "*" not in containers:
+            return False
+        if not target.command:
+            return True
+        allowed = [*shells, *split_patterns(self.commands)]
+        return target.command in allowed or target.command in {
+            c.rsplit("/", 1)[-1] for c in allowed
+        }
+
+
+class DeniedAttempt(models.Model):
+    """A refused attempt to open a terminal: who, where, when, from where and why."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("user"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    username = models.CharField(_("username"), max_length=150, blank=True, db_index=True)
+    cluster = models.CharField(_("cluster"), max_length=253, blank=True)
+    namespace = models.CharField(_("namespace"), max_length=253, blank=True, db_index=True)
+    pod = models.CharField(_("pod"), max_length=253, blank=True, db_index=True)
+    container = models.CharField(_("container"), max_length=253, blank=True)
+    command = models.CharField(_("command"), max_length=255, blank=True)
+    client_address = models.GenericIPAddressField(_("client address"), null=True, blank=True)
+    user_agent = models.CharField(_("user agent"), max_length=512, blank=True)
+    at = models.DateTimeField(_("when"), auto_now_add=True, db_index=True)
+    code = models.CharField(_("code"), max_length=32, db_index=True)
+    reason = models.TextField(_("why"))
+
+    class Meta:
+        verbose_name = _("denied attempt")
+        verbose_name_plural = _("denied attempts")
+        ordering = ["-at"]
+
+    def __str__(self) -> str:
+        who = self.username or _("anonymous")
+        where = f"{self.cluster}/{self.namespace}/{self.pod}"
+        return f"{who} refused on {where} at {self.at:%Y-%m-%d %H:%M:%S}"
 
 
 class Session(models.Model):
@@ -53,6 +172,10 @@ class Session(models.Model):
         verbose_name = _("terminal session")
         verbose_name_plural = _("terminal sessions")
         ordering = ["-started_at"]
+        permissions = [
+            ("watch_session", _("Can watch live terminal sessions")),
+            ("end_session", _("Can end other people's terminal sessions")),
+        ]
         indexes = [models.Index(fields=["user", "ended_at"], name="terminals_session_live")]
 
     def __str__(self) -> str:

@@ -1,4 +1,4 @@
-"""Opening and closing Session records (synchronous ORM code, called through a thread)."""
+"""Session and DeniedAttempt records (synchronous ORM code; consumers call it in a thread)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from .models import Session
+from .models import DeniedAttempt, Session
 from .permissions import ExecTarget
 
 
@@ -55,4 +55,29 @@ def close_session(
     """Record the end of a session once; later calls change nothing."""
     Session.objects.filter(pk=session_id, ended_at__isnull=True).update(
         ended_at=timezone.now(), end_reason=reason, exit_code=exit_code, end_message=message[:2000]
+    )
+
+
+def record_denial(
+    user: Any,
+    target: ExecTarget,
+    code: str,
+    reason: str,
+    client_address: str | None = None,
+    user_agent: str = "",
+) -> None:
+    """Write down a refused attempt; names are cut to fit, since they may be an attacker's."""
+    authenticated = user is not None and user.is_authenticated
+    DeniedAttempt.objects.create(
+        user=user if authenticated else None,
+        username=user.get_username() if authenticated else "",
+        cluster=target.cluster[:253],
+        namespace=target.namespace[:253],
+        pod=target.pod[:253],
+        container=target.container[:253],
+        command=target.command[:255],
+        client_address=client_address,
+        user_agent=user_agent[:512],
+        code=code,
+        reason=reason[:2000],
     )

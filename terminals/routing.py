@@ -2,7 +2,7 @@
 
 from django.urls import re_path
 
-from .consumers import TerminalConsumer
+from .consumers import MalformedPathConsumer, TerminalConsumer
 
 # Names are matched loosely here and validated by the consumer, which answers 4400 with a
 # reason instead of a bare handshake failure.
@@ -11,4 +11,5 @@ websocket_urlpatterns = [
         r"^ws/terminals/(?P<cluster>[^/]+)/(?P<namespace>[^/]+)/(?P<pod>[^/]+)/$",
         TerminalConsumer.as_asgi(),
     ),
+    re_path(r"^ws/terminals/", MalformedPathConsumer.as_asgi()),
 ]

@@ -5,14 +5,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from asgiref.sync import async_to_sync
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from .impersonation import impersonation_headers
 from .kube.clusters import UnknownCluster, all_clusters, get_cluster
 from .kube.pods import PodInfo, PodListError, list_pods
 from .permissions import ExecTarget, may_exec
+from .records import record_denial
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +37,7 @@ def portal(request: HttpRequest) -> HttpResponse:
     for cluster in all_clusters().values():
         listing = ClusterListing(cluster.name, cluster.verbose_name)
         try:
-            pods = list_pods(cluster)
+            pods = async_to_sync(list_pods)(cluster, impersonation_headers(request.user))
         except PodListError as exc:
             listing.error = str(exc)
         else:
@@ -62,10 +65,20 @@ def terminal(request: HttpRequest, cluster: str, namespace: str, pod: str) -> Ht
     target = ExecTarget(
         cluster, namespace, pod, request.GET.get("container", ""), request.GET.get("command", "")
     )
-    if target.invalid_reason():
-        raise Http404(target.invalid_reason())
+    invalid = target.invalid_reason()
+    if invalid:
+        raise Http404(invalid)
     if not may_exec(request.user, target):
-        raise PermissionDenied(f"You may not open a terminal on {target}.")
+        message = f"You may not open a terminal on {target}."
+        record_denial(
+            request.user,
+            target,
+            "forbidden",
+            message,
+            request.META.get("REMOTE_ADDR"),
+            request.headers.get("User-Agent", ""),
+        )
+        raise PermissionDenied(message)
     # The WebSocket lives at the root whatever prefix the pages have (see routing.py).
     socket_path = f"/ws/terminals/{cluster}/{namespace}/{pod}/"
     return render(

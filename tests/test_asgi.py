@@ -27,6 +27,7 @@ async def test_a_terminal_websocket_is_routed_and_asks_for_login():
     await communicator.disconnect()
 
 
+@pytest.mark.django_db  # Channels' WebsocketDenier closes old DB connections
 async def test_a_cross_site_origin_is_refused_before_the_consumer():
     communicator = WebsocketCommunicator(
         application, PATH, headers=[(b"origin", b"https://evil.example")]

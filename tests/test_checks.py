@@ -50,6 +50,11 @@ def test_each_check_id(settings, terminals, expected):
     assert ids(settings, terminals) == expected
 
 
+def test_allowed_hosts_star_is_an_error(settings):
+    settings.ALLOWED_HOSTS = ["*"]
+    assert ids(settings, {"CLUSTERS": {"a": {"in_cluster": True}}}) == ["terminals.E009"]
+
+
 def test_a_good_configuration_passes(settings):
     terminals = {
         "CLUSTERS": {

@@ -8,12 +8,11 @@ import json
 
 import aiohttp
 import pytest
-from django.contrib.auth import get_user_model
-from django.test import Client
 
 from terminals.models import Session
 from tests.fixtures.daphne import daphne_environment, run_daphne
 from tests.fixtures.terminal_client import TerminalClient
+from tests.fixtures.users import make_user, session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -22,16 +21,10 @@ ALPINE = "/ws/terminals/kubesim/default/alpine/"
 MULTI = "/ws/terminals/kubesim/default/multi/"
 
 
-def login_cookie(username: str, **flags) -> str:
-    user = get_user_model().objects.create_user(username, password="pw-for-tests", **flags)
-    client = Client()
-    client.force_login(user)
-    return client.cookies["sessionid"].value
-
-
 @pytest.fixture
 def staff_cookie() -> str:
-    return login_cookie("sam", is_staff=True)
+    """A user whom an access rule lets open every pod's shells."""
+    return session_cookie(make_user("sam", everywhere=True))
 
 
 @contextlib.asynccontextmanager
@@ -208,7 +201,7 @@ async def test_refusals_say_why(daphne, staff_cookie, path, code, word, text):
 async def test_anonymous_and_unprivileged_users_are_refused(daphne):
     async with terminal(daphne, WEB, None) as client:
         assert await client.until_closed() == 4401
-    cookie = login_cookie("nobody")
+    cookie = session_cookie(make_user("nobody", is_staff=True))
     async with terminal(daphne, WEB, cookie) as client:
         assert await client.until_closed() == 4403
         assert client.messages == [

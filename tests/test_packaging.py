@@ -1,4 +1,4 @@
-"""`make dist`'s wheel carries what a Django site needs: templates, static with vendor, migrations."""
+"""`make dist` builds a wheel with what a Django site needs: templates, static, migrations."""
 
 import subprocess
 import sys

@@ -3,12 +3,14 @@
 import pytest
 from django.contrib.auth import get_user_model
 
+from tests.fixtures.users import make_user
+
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def staff(client):
-    user = get_user_model().objects.create_user("sam", password="pw", is_staff=True)
+    user = make_user("sam", everywhere=True)
     client.force_login(user)
     return user
 

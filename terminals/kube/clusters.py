@@ -70,13 +70,6 @@ class Cluster:
                 self._loaded = (stamp, self._load())
             return self._loaded[1]
 
-    def api_client(self, extra_headers: dict[str, str] | None = None) -> client.ApiClient:
-        """A fresh ``ApiClient`` (never shared: the generated client is not thread-safe)."""
-        api = client.ApiClient(configuration=self.configuration())
-        for header, value in (extra_headers or {}).items():
-            api.set_default_header(header, value)  # type: ignore[no-untyped-call]
-        return api
-
     def connection(self) -> Connection:
         """Base URL, auth header (refreshed if the credential plugin says so) and TLS context."""
         cfg = self.configuration()

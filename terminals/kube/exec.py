@@ -8,12 +8,14 @@ Output stays bytes; the one Status on channel 3 gives the exit code.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import aiohttp
+from multidict import CIMultiDict
 
 from .clusters import Connection
 
@@ -115,17 +117,31 @@ def exec_path(
     )
 
 
+#: Extra request headers; a list, because Impersonate-Group may repeat.
+Headers = Iterable[tuple[str, str]]
+
+
+def request_headers(connection: Connection, extra: Headers, accept: str = "") -> CIMultiDict[str]:
+    """The connection's credentials plus ``extra``, keeping repeated headers."""
+    headers = CIMultiDict(connection.headers)
+    for name, value in extra:
+        headers.add(name, value)
+    if accept:
+        headers["Accept"] = accept
+    return headers
+
+
 async def get_json(
     http: aiohttp.ClientSession,
     connection: Connection,
     path: str,
-    headers: dict[str, str],
+    headers: Headers,
     timeout: float,
 ) -> dict[str, Any]:
     """GET an API path and return its JSON, or raise :class:`KubernetesError`."""
     async with http.get(
         connection.url(path),
-        headers={**connection.headers, **headers, "Accept": "application/json"},
+        headers=request_headers(connection, headers, "application/json"),
         ssl=connection.ssl,
         timeout=aiohttp.ClientTimeout(total=timeout),
     ) as response:
@@ -201,7 +217,7 @@ async def open_exec(
     http: aiohttp.ClientSession,
     connection: Connection,
     path: str,
-    headers: dict[str, str],
+    headers: Headers,
     timeout: float,
     heartbeat: float,
 ) -> ExecStream:
@@ -210,7 +226,7 @@ async def open_exec(
         ws = await http.ws_connect(
             connection.ws_url(path),
             protocols=PROTOCOLS,
-            headers={**connection.headers, **headers},
+            headers=request_headers(connection, headers),
             ssl=connection.ssl,
             heartbeat=heartbeat,
             max_msg_size=0,
@@ -232,7 +248,7 @@ async def _refusal(
     http: aiohttp.ClientSession,
     connection: Connection,
     path: str,
-    headers: dict[str, str],
+    headers: Headers,
     exc: aiohttp.WSServerHandshakeError,
 ) -> KubernetesError:
     """Read the Status of a refused handshake, which aiohttp discards.
@@ -247,7 +263,7 @@ async def _refusal(
     try:
         async with http.get(
             connection.url(path),
-            headers={**connection.headers, **headers, "Accept": "application/json"},
+            headers=request_headers(connection, headers, "application/json"),
             ssl=connection.ssl,
             timeout=aiohttp.ClientTimeout(total=10),
         ) as response:
