@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -20,8 +22,11 @@ import aiohttp
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.db import DatabaseError
 
 from . import protocol, records
+from .audit.commands import CommandExtractor, CommandLine
+from .audit.recorder import RESIZE, STDIN, STDOUT, AuditUnavailable, Recorder
 from .conf import get_config
 from .impersonation import impersonation_headers
 from .kube.clusters import ClusterUnavailable, Connection, UnknownCluster, get_cluster
@@ -45,6 +50,8 @@ SIZE_WAIT = 2.0
 # A shell that has printed nothing this long after the exec opened is taken as running;
 # a missing one is reported by the cluster within milliseconds.
 SHELL_SETTLE = 1.0
+# How long a closing session may take to commit its last frames.
+RECORDER_FLUSH = 10.0
 
 END_REASONS = {
     CloseCode.NORMAL: Session.EndReason.EXIT,
@@ -57,6 +64,21 @@ END_REASONS = {
     CloseCode.UPSTREAM_FAILED: Session.EndReason.UPSTREAM_FAILED,
     CloseCode.AUDIT_UNAVAILABLE: Session.EndReason.AUDIT_UNAVAILABLE,
 }
+
+
+# Watchers are told about new output at most this often; they read the frames from the store.
+NOTIFY_INTERVAL = 0.1
+AUDIT_DOWN = "The audit store cannot be written, so the session was stopped."
+
+
+def terminal_group(session_id: Any) -> str:
+    """The channel-layer group of a running terminal (snapshot requests, terminate)."""
+    return f"terminals.session.{session_id}"
+
+
+def watchers_group(session_id: Any) -> str:
+    """The channel-layer group of a session's watchers (progress, ended)."""
+    return f"terminals.watchers.{session_id}"
 
 
 # Refusals written down as DeniedAttempt records.
@@ -76,6 +98,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
     """Bridges a browser terminal to a shell in a pod; see the module docstring."""
 
     session: Session | None = None
+    recorder: Recorder | None = None
 
     async def connect(self) -> None:
         self.config = get_config()
@@ -91,6 +114,13 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         self.sent = 0  # output bytes sent to the browser
         self.acked = 0  # output bytes the browser says it has processed
         self.window_open = asyncio.Event()
+        self.outbox: asyncio.Queue[tuple[bytes, asyncio.Future[None], int] | ExecStatus] = (
+            asyncio.Queue()
+        )
+        self.extractor = CommandExtractor()
+        self.delivered_seq = -1  # the last output frame delivered (and fed to the screen)
+        self.last_notify = 0.0
+        self.ended_by: tuple[int | None, str] | None = None
         loop = asyncio.get_running_loop()
         self.started = self.last_activity = loop.time()
 
@@ -116,7 +146,14 @@ class TerminalConsumer(AsyncWebsocketConsumer):
                 raise EndSession(
                     CloseCode.FORBIDDEN, f"You may not open a terminal on {self.target}."
                 )
-            self.session = await self._open_session()
+            try:
+                self.session = await self._open_session()
+            except DatabaseError as exc:
+                logger.error("Cannot open a session record: %r", exc)
+                raise EndSession(
+                    CloseCode.AUDIT_UNAVAILABLE,
+                    "The audit store is unavailable, so no terminal can open.",
+                ) from exc
             if self.session is None:
                 raise EndSession(
                     CloseCode.TOO_MANY_SESSIONS,
@@ -128,7 +165,10 @@ class TerminalConsumer(AsyncWebsocketConsumer):
                 await self._record_denial(self.target, end.code, end.message)
             await self._end(end.code, end.message)
             return
+        self.recorder = Recorder(self.session.pk)
+        await self.channel_layer.group_add(terminal_group(self.session.pk), self.channel_name)
         self._start(self._run())
+        self._start(self._forward_output())
         self._start(self._watchdog())
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -148,11 +188,22 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         self.last_activity = asyncio.get_running_loop().time()
         try:
             if isinstance(message, Resize):
+                size = f"{message.cols}x{message.rows}".encode()
+                if not await self._audit(RESIZE, size):
+                    return
                 self.size = (message.cols, message.rows)
                 self.size_known.set()
+                self.extractor.resize(message.cols, message.rows)
                 if self.exec_up.is_set() and self.stream is not None:
                     await self.stream.send_resize(message.cols, message.rows)
             elif isinstance(message, Stdin):
+                recorder = self.recorder
+                if recorder is None:
+                    return
+                offset = recorder.offset_us()
+                if not await self._audit(STDIN, message.data):
+                    return
+                self._extract(lambda: self.extractor.stdin(message.data, offset))
                 await self._stdin(message.data)
         except (aiohttp.ClientError, ConnectionError):
             # The exec is going away; the output pump sees it and ends the session.
@@ -161,8 +212,37 @@ class TerminalConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if not self.ended and self.session is not None:
             self.ended = True
+            await self._cleanup()
             await self._close_session(Session.EndReason.CLIENT_CLOSED, None, f"WebSocket {code}")
-        await self._cleanup()
+        else:
+            await self._cleanup()
+        if self.session is not None:
+            await self.channel_layer.group_discard(
+                terminal_group(self.session.pk), self.channel_name
+            )
+
+    # Messages from the channel layer.
+
+    async def terminal_terminate(self, event: dict[str, Any]) -> None:
+        """An auditor ended the session (``terminal.terminate``)."""
+        self.ended_by = (event.get("user_id"), str(event.get("username", "")))
+        await self._end(
+            CloseCode.ENDED_BY_AUDITOR, f"{event.get('username', 'An auditor')} ended this session."
+        )
+
+    async def terminal_snapshot(self, event: dict[str, Any]) -> None:
+        """A watcher asks for the current screen (``terminal.snapshot``)."""
+        screen = self.extractor.screen
+        await self.channel_layer.send(
+            event["reply_to"],
+            {
+                "type": "watch.snapshot",
+                "screen": screen.render(),
+                "cols": screen.screen.columns,
+                "rows": screen.screen.lines,
+                "seq": self.delivered_seq,
+            },
+        )
 
     # The session's work.
 
@@ -231,13 +311,52 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         return first
 
     async def _pump_output(self, first: asyncio.Future[Output | ExecStatus]) -> None:
-        """Forward output to the browser until the process's Status arrives."""
-        assert self.stream is not None
+        """Read output and queue it for the audit store, until the process's Status arrives.
+
+        ``submit`` waits while too much is uncommitted, so a slow store slows this read.
+        """
+        assert self.stream is not None and self.recorder is not None
         event = await first
         while isinstance(event, Output):
-            await self._deliver(event.data)
+            try:
+                done = await self.recorder.submit(STDOUT, event.data)
+            except AuditUnavailable:
+                raise EndSession(CloseCode.AUDIT_UNAVAILABLE, AUDIT_DOWN) from None
+            self.outbox.put_nowait((event.data, done, self.recorder.seq - 1))
             event = await self.stream.receive()
-        await self._finish(event)
+        self.outbox.put_nowait(event)
+
+    async def _forward_output(self) -> None:
+        """Deliver each output frame once it is committed, in order; then the exit."""
+        try:
+            while True:
+                item = await self.outbox.get()
+                if isinstance(item, ExecStatus):
+                    await self._finish(item)
+                    return
+                data, done, seq = item
+                try:
+                    await done
+                except AuditUnavailable:
+                    raise EndSession(CloseCode.AUDIT_UNAVAILABLE, AUDIT_DOWN) from None
+                await self._deliver(data)
+                self.delivered_seq = seq
+                self._extract(functools.partial(self.extractor.output, data))
+                await self._notify_watchers()
+        except EndSession as end:
+            await self._end(end.code, end.message)
+
+    async def _notify_watchers(self, final: bool = False) -> None:
+        """Tell watchers there is more to read: throttled, never one message per frame."""
+        loop = asyncio.get_running_loop()
+        if not final and loop.time() - self.last_notify < NOTIFY_INTERVAL:
+            return
+        self.last_notify = loop.time()
+        assert self.session is not None
+        await self.channel_layer.group_send(
+            watchers_group(self.session.pk),
+            {"type": "watch.ended" if final else "watch.progress", "seq": self.delivered_seq},
+        )
 
     async def _deliver(self, data: bytes) -> None:
         """Send output, holding back while the browser has too much unprocessed."""
@@ -256,10 +375,11 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         if self.ended:
             return
         self.ended = True
-        await self.send(text_data=protocol.exit_message(status.code))
-        await self._close_session(Session.EndReason.EXIT, status.code, "")
-        await self.close(code=int(CloseCode.NORMAL))
+        # The record is complete before the browser hears that the session is over.
         await self._cleanup(keep=asyncio.current_task())
+        await self._close_session(Session.EndReason.EXIT, status.code, "")
+        await self.send(text_data=protocol.exit_message(status.code))
+        await self.close(code=int(CloseCode.NORMAL))
 
     async def _watchdog(self) -> None:
         """End the session when it has been idle or open too long."""
@@ -279,6 +399,27 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             wake = min(self.started + duration_limit, self.last_activity + idle_limit)
             await asyncio.sleep(max(wake - now, 0.05))
 
+    def _extract(self, find: Callable[[], list[CommandLine]]) -> None:
+        """Record the command lines ``find`` returns; its failure never harms the terminal."""
+        try:
+            commands = find()
+        except Exception:
+            logger.exception("Command extraction failed in session %s", self._session_id())
+            return
+        if self.recorder is not None:
+            self.recorder.add_commands(commands)
+
+    async def _audit(self, direction: str, data: bytes) -> bool:
+        """Commit a browser frame before it goes anywhere; end the session if that fails."""
+        if self.recorder is None:
+            return False
+        try:
+            await self.recorder.record(direction, data)
+        except AuditUnavailable:
+            await self._end(CloseCode.AUDIT_UNAVAILABLE, AUDIT_DOWN)
+            return False
+        return True
+
     async def _stdin(self, data: bytes) -> None:
         if self.exec_up.is_set() and self.stream is not None:
             await self.stream.send_stdin(data)
@@ -295,23 +436,23 @@ class TerminalConsumer(AsyncWebsocketConsumer):
     # Ending.
 
     async def _end(self, code: CloseCode, message: str) -> None:
-        """Send the error message, close with ``code`` and record why; once only."""
+        """Stop everything, record why, then tell the browser and close with ``code``; once."""
         if self.ended:
             return
         self.ended = True
         logger.info("Terminal session %s ends: %s %s", self._session_id(), int(code), message)
-        try:
-            await self.send(text_data=protocol.error_message(code, message))
-            await self.close(code=int(code))  # Daphne wants a plain int
-        except Exception:  # The browser may be gone already; the record below still counts.
-            logger.debug("Could not tell the browser why session %s ended", self._session_id())
+        await self._cleanup(keep=asyncio.current_task())
         if self.session is not None:
             reason = END_REASONS.get(code, Session.EndReason.SERVER_ERROR)
             await self._close_session(reason, None, message)
-        await self._cleanup(keep=asyncio.current_task())
+        try:
+            await self.send(text_data=protocol.error_message(code, message))
+            await self.close(code=int(code))  # Daphne wants a plain int
+        except Exception:  # The browser may be gone already; the record above still counts.
+            logger.debug("Could not tell the browser why session %s ended", self._session_id())
 
     async def _cleanup(self, keep: asyncio.Task[Any] | None = None) -> None:
-        """Cancel the tasks and close the exec and its HTTP session."""
+        """Cancel the tasks, close the exec and its HTTP session, flush the recorder."""
         for task in self.tasks:
             if task is not keep and not task.done():
                 task.cancel()
@@ -320,6 +461,13 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             await self.stream.close()
         if self.http is not None and not self.http.closed:
             await self.http.close()
+        if self.recorder is not None:
+            recorder, self.recorder = self.recorder, None
+            try:
+                # Frames read but not delivered are still committed: the record keeps them.
+                await asyncio.wait_for(recorder.close(), RECORDER_FLUSH)
+            except TimeoutError:
+                recorder.abandon()
 
     def _start(self, coroutine: Any) -> None:
         self.tasks.append(asyncio.create_task(coroutine))
@@ -436,14 +584,17 @@ class TerminalConsumer(AsyncWebsocketConsumer):
 
     @database_sync_to_async
     def _record_denial(self, target: ExecTarget, code: CloseCode, message: str) -> None:
-        records.record_denial(
-            self.scope.get("user"),
-            target,
-            protocol.ERROR_WORDS[code],
-            message,
-            self._client_address(),
-            self._user_agent(),
-        )
+        try:
+            records.record_denial(
+                self.scope.get("user"),
+                target,
+                protocol.ERROR_WORDS[code],
+                message,
+                self._client_address(),
+                self._user_agent(),
+            )
+        except DatabaseError:
+            logger.exception("Could not record a denied attempt on %s", target)
 
     @database_sync_to_async
     def _open_session(self) -> Session | None:
@@ -460,9 +611,15 @@ class TerminalConsumer(AsyncWebsocketConsumer):
     def _mark_running(self, container: str, command: list[str]) -> None:
         records.mark_running(self._session_id(), container, command)
 
-    @database_sync_to_async
-    def _close_session(self, reason: str, exit_code: int | None, message: str) -> None:
-        records.close_session(self._session_id(), reason, exit_code, message)
+    async def _close_session(self, reason: str, exit_code: int | None, message: str) -> None:
+        """Record the end (who ended it, if an auditor did) and tell the watchers."""
+        try:
+            await database_sync_to_async(records.close_session)(
+                self._session_id(), reason, exit_code, message, self.ended_by
+            )
+        except DatabaseError:
+            logger.exception("Could not record the end of session %s", self._session_id())
+        await self._notify_watchers(final=True)
 
 
 class MalformedPathConsumer(AsyncWebsocketConsumer):

@@ -167,6 +167,21 @@ class Session(models.Model):
         _("end reason"), max_length=32, choices=EndReason.choices, blank=True, db_index=True
     )
     end_message = models.TextField(_("end message"), blank=True)
+    ended_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("ended by"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    ended_by_username = models.CharField(_("ended by (username)"), max_length=150, blank=True)
+    bytes_in = models.BigIntegerField(_("bytes in"), default=0)
+    bytes_out = models.BigIntegerField(_("bytes out"), default=0)
+    frames_in = models.BigIntegerField(_("frames in"), default=0)
+    frames_out = models.BigIntegerField(_("frames out"), default=0)
+    # The digest of the last frame: the end of the hash chain (see terminals.audit.chain).
+    head_digest = models.CharField(_("head digest"), max_length=64, blank=True)
 
     class Meta:
         verbose_name = _("terminal session")
@@ -188,3 +203,83 @@ class Session(models.Model):
     def is_live(self) -> bool:
         """True until the session has ended."""
         return self.ended_at is None
+
+
+class Frame(models.Model):
+    """One frame of a session, committed before it was delivered; frames form a hash chain."""
+
+    class Direction(models.TextChoices):
+        STDIN = "i", _("stdin")
+        STDOUT = "o", _("stdout")
+        RESIZE = "r", _("resize")
+
+    session = models.ForeignKey(
+        Session, verbose_name=_("session"), on_delete=models.CASCADE, related_name="frames"
+    )
+    seq = models.BigIntegerField(_("sequence number"))
+    # Microseconds since the session started, from a monotonic clock.
+    offset_us = models.BigIntegerField(_("time offset (µs)"))
+    direction = models.CharField(_("direction"), max_length=1, choices=Direction.choices)
+    data = models.BinaryField(_("data"))
+    digest = models.CharField(_("digest"), max_length=64)
+
+    class Meta:
+        verbose_name = _("frame")
+        verbose_name_plural = _("frames")
+        ordering = ["session", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["session", "seq"], name="terminals_frame_session_seq")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.session_id} #{self.seq} {self.direction} {len(self.data)} bytes"
+
+    @property
+    def offset(self) -> float:
+        """Seconds since the session started."""
+        return self.offset_us / 1_000_000
+
+
+class Command(models.Model):
+    """A command line as the user saw it on the screen when pressing Enter."""
+
+    session = models.ForeignKey(
+        Session, verbose_name=_("session"), on_delete=models.CASCADE, related_name="commands"
+    )
+    offset_us = models.BigIntegerField(_("time offset (µs)"))
+    line = models.TextField(_("screen line"), help_text=_("The whole line, prompt included."))
+    text = models.TextField(
+        _("command"), db_index=True, help_text=_("The line without its prompt.")
+    )
+
+    class Meta:
+        verbose_name = _("command")
+        verbose_name_plural = _("commands")
+        ordering = ["session", "offset_us", "pk"]
+
+    def __str__(self) -> str:
+        return self.text
+
+    @property
+    def offset(self) -> float:
+        """Seconds since the session started."""
+        return self.offset_us / 1_000_000
+
+
+class AuditPrune(models.Model):
+    """What ``manage.py audit prune`` removed, and when."""
+
+    at = models.DateTimeField(_("when"), auto_now_add=True)
+    before = models.DateTimeField(_("sessions ended before"))
+    sessions = models.BigIntegerField(_("sessions removed"))
+    frames = models.BigIntegerField(_("frames removed"))
+    session_ids = models.JSONField(_("session ids"), default=list)
+
+    class Meta:
+        verbose_name = _("audit prune")
+        verbose_name_plural = _("audit prunes")
+        ordering = ["-at"]
+
+    def __str__(self) -> str:
+        before, at = f"{self.before:%Y-%m-%d}", f"{self.at:%Y-%m-%d}"
+        return f"{self.sessions} sessions ended before {before}, removed {at}"

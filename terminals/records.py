@@ -50,11 +50,21 @@ def mark_running(session_id: Any, container: str, command: list[str]) -> None:
 
 
 def close_session(
-    session_id: Any, reason: str, exit_code: int | None = None, message: str = ""
+    session_id: Any,
+    reason: str,
+    exit_code: int | None = None,
+    message: str = "",
+    ended_by: tuple[int | None, str] | None = None,
 ) -> None:
     """Record the end of a session once; later calls change nothing."""
+    by_id, by_name = ended_by or (None, "")
     Session.objects.filter(pk=session_id, ended_at__isnull=True).update(
-        ended_at=timezone.now(), end_reason=reason, exit_code=exit_code, end_message=message[:2000]
+        ended_at=timezone.now(),
+        end_reason=reason,
+        exit_code=exit_code,
+        end_message=message[:2000],
+        ended_by_id=by_id,
+        ended_by_username=by_name,
     )
 
 

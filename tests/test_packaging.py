@@ -12,7 +12,7 @@ VENDOR = ROOT / "terminals" / "static" / "terminals" / "vendor" / "xterm" / "xte
 
 
 @pytest.mark.skipif(not VENDOR.exists(), reason="vendor files are not built: run `npm run build`")
-def test_the_wheel_carries_templates_static_vendor_files_and_migrations(tmp_path):
+def test_the_wheel_carries_templates_static_and_migrations(tmp_path):
     subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path)],
         cwd=ROOT, check=True, capture_output=True, timeout=300,

@@ -123,6 +123,7 @@ socket.addEventListener("message", (event) => {
     app.session = message.session;
     app.command = message.command;
     sessionLabel.textContent = message.session;
+    sessionLabel.title = `session ${message.session}`; // the label may be cut short
     setState("connected", `connected · ${message.command.join(" ")}`);
     term.focus();
   } else if (message.type === "exit") {

@@ -1,0 +1,133 @@
+"""Synchronous ORM work of the audit trail: writing batches, verifying, exporting, pruning."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from django.db import close_old_connections, transaction
+from django.db.models import F
+
+from ..models import AuditPrune, Command, Frame, Session
+from . import cast
+from .chain import ChainFrame, Verdict, verify
+from .commands import CommandLine
+
+
+@dataclass(frozen=True)
+class PendingFrame:
+    seq: int
+    offset_us: int
+    direction: str
+    data: bytes
+    digest: str
+
+
+def write_batch(
+    session_id: uuid.UUID,
+    frames: Sequence[PendingFrame],
+    commands: Sequence[CommandLine],
+    head: str,
+) -> None:
+    """Commit one group of frames, the commands found meanwhile and the new head, atomically."""
+    # The recorder's threads live long: drop connections the database has closed or broken.
+    close_old_connections()
+    counts = {"i": [0, 0], "o": [0, 0]}
+    for frame in frames:
+        if frame.direction in counts:
+            counts[frame.direction][0] += 1
+            counts[frame.direction][1] += len(frame.data)
+    with transaction.atomic():
+        Frame.objects.bulk_create(
+            Frame(
+                session_id=session_id,
+                seq=frame.seq,
+                offset_us=frame.offset_us,
+                direction=frame.direction,
+                data=frame.data,
+                digest=frame.digest,
+            )
+            for frame in frames
+        )
+        if commands:
+            Command.objects.bulk_create(
+                Command(session_id=session_id, offset_us=c.offset_us, line=c.line, text=c.text)
+                for c in commands
+            )
+        updated = Session.objects.filter(pk=session_id).update(
+            head_digest=head,
+            frames_in=F("frames_in") + counts["i"][0],
+            bytes_in=F("bytes_in") + counts["i"][1],
+            frames_out=F("frames_out") + counts["o"][0],
+            bytes_out=F("bytes_out") + counts["o"][1],
+        )
+        if updated != 1:
+            raise RuntimeError(f"Session {session_id} is gone from the audit store.")
+
+
+def chain_frames(session_id: uuid.UUID) -> Iterator[ChainFrame]:
+    """The stored frames of a session in seq order, streamed."""
+    rows = (
+        Frame.objects.filter(session_id=session_id)
+        .order_by("seq")
+        .values_list("seq", "offset_us", "direction", "data", "digest")
+    )
+    for seq, offset_us, direction, data, digest in rows.iterator(chunk_size=500):
+        yield ChainFrame(seq, offset_us, direction, bytes(data), digest)
+
+
+def verify_session(session: Session) -> Verdict:
+    """Check a session's frames against its hash chain."""
+    return verify(session.pk, chain_frames(session.pk), session.head_digest)
+
+
+def export_cast(session: Session, idle_time_limit: float | None = None) -> Iterator[str]:
+    """The session as asciicast v2, line by line (each ending in a newline)."""
+    first_resize = (
+        Frame.objects.filter(session=session, direction=Frame.Direction.RESIZE)
+        .order_by("seq")
+        .values_list("data", flat=True)
+        .first()
+    )
+    size = (cast.parse_size(bytes(first_resize)) if first_resize else None) or cast.DEFAULT_SIZE
+    frames = (cast.CastFrame(f.offset_us, f.direction, f.data) for f in chain_frames(session.pk))
+    duration = None
+    if session.ended_at:
+        duration = (session.ended_at - session.started_at).total_seconds()
+    target = f"{session.cluster}/{session.namespace}/{session.pod}"
+    if session.container:
+        target += f" [{session.container}]"
+    title = f"{session.username} on {target}"
+    if session.exit_code is not None:
+        title += f", exit {session.exit_code}"
+    command = " ".join(session.command)
+    yield (
+        json.dumps(
+            cast.header(
+                size,
+                int(session.started_at.timestamp()),
+                title,
+                command,
+                duration,
+                idle_time_limit,
+            )
+        )
+        + "\n"
+    )
+    for line in cast.events(frames):
+        yield line + "\n"
+
+
+def prune(before: dt.datetime) -> AuditPrune:
+    """Delete the sessions that ended before ``before``, and write down what went."""
+    with transaction.atomic():
+        sessions = Session.objects.filter(ended_at__lt=before)
+        ids = [str(pk) for pk in sessions.values_list("pk", flat=True)]
+        frames = Frame.objects.filter(session__in=sessions).count()
+        sessions.delete()
+        return AuditPrune.objects.create(
+            before=before, sessions=len(ids), frames=frames, session_ids=ids
+        )
