@@ -8,4 +8,5 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 pytest_plugins = [
     "tests.fixtures.kubesim",
     "tests.fixtures.daphne",
+    "tests.fixtures.browser",
 ]

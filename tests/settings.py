@@ -103,6 +103,7 @@ TERMINALS.update(json.loads(os.environ.get("WEBSHELL_TEST_TERMINALS", "{}")))
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]  # the project's look, as webshell/settings.py has it
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
 USE_TZ = True

@@ -19,7 +19,7 @@ DEFAULT_SIZE = (80, 24)
 @dataclass(frozen=True)
 class CastFrame:
     offset_us: int
-    direction: str  # "i", "o" or "r"
+    direction: str  # "i", "o", "r", or "m" (a marker, labelled with data)
     data: bytes
 
 
@@ -68,6 +68,11 @@ def events(frames: Iterable[CastFrame]) -> Iterator[str]:
             size = parse_size(frame.data)
             if size:
                 yield json.dumps([seconds, "r", f"{size[0]}x{size[1]}"])
+            continue
+        if frame.direction == "m":
+            yield json.dumps(
+                [seconds, "m", frame.data.decode("utf-8", "replace")], ensure_ascii=False
+            )
             continue
         text = decoders[frame.direction].decode(frame.data)
         if text:

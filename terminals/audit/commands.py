@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 # Prompts end in "$ ", "# ", "% " or "> " (sh, bash, zsh, fish, PowerShell); the first one on
 # the line ends the prompt. A line without one is kept whole.
-_PROMPT = re.compile(r"^(.{0,200}?[$#%>] )")
+_PROMPT = re.compile(r"^(.{0,200}?[$#%>])(?: |$)")
 
 _SGR_COLOURS = {
     "black": 0, "red": 1, "green": 2, "brown": 3, "blue": 4, "magenta": 5, "cyan": 6, "white": 7,

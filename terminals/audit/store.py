@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import json
 import uuid
 from collections.abc import Iterator, Sequence
@@ -84,8 +85,13 @@ def verify_session(session: Session) -> Verdict:
     return verify(session.pk, chain_frames(session.pk), session.head_digest)
 
 
-def export_cast(session: Session, idle_time_limit: float | None = None) -> Iterator[str]:
-    """The session as asciicast v2, line by line (each ending in a newline)."""
+def export_cast(
+    session: Session, idle_time_limit: float | None = None, markers: bool = False
+) -> Iterator[str]:
+    """The session as asciicast v2, line by line (each ending in a newline).
+
+    With ``markers``, each command line is also an ``m`` event, for the replay page to jump to.
+    """
     first_resize = (
         Frame.objects.filter(session=session, direction=Frame.Direction.RESIZE)
         .order_by("seq")
@@ -93,7 +99,17 @@ def export_cast(session: Session, idle_time_limit: float | None = None) -> Itera
         .first()
     )
     size = (cast.parse_size(bytes(first_resize)) if first_resize else None) or cast.DEFAULT_SIZE
-    frames = (cast.CastFrame(f.offset_us, f.direction, f.data) for f in chain_frames(session.pk))
+    frames: Iterator[cast.CastFrame] = (
+        cast.CastFrame(f.offset_us, f.direction, f.data) for f in chain_frames(session.pk)
+    )
+    if markers:
+        labels = [
+            cast.CastFrame(offset, "m", text[:80].encode())
+            for offset, text in session.commands.order_by("offset_us").values_list(
+                "offset_us", "text"
+            )
+        ]
+        frames = heapq.merge(frames, labels, key=lambda frame: frame.offset_us)
     duration = None
     if session.ended_at:
         duration = (session.ended_at - session.started_at).total_seconds()

@@ -1,0 +1,257 @@
+"""The terminal page in a real browser: login form → portal → xterm.js → Daphne → kubesim → bash.
+
+Headless Chromium (Debian's, see tests/fixtures/browser.py) drives the pages a user sees. The
+terminal's screen is read through xterm.js's buffer API (``terminalApp.screenLines()``), which
+works with the WebGL and the DOM renderer alike. Nothing sleeps: every wait is on a condition.
+
+``WEBSHELL_SCREENSHOT=1`` also rewrites docs/screenshot.png (the README's picture).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.fixtures.users import make_user, session_cookie
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+PASSWORD = "pw-for-tests"  # what tests.fixtures.users.make_user sets
+STDIN_CHUNK = 16 * 1024  # what terminal.js promises to stay under
+
+# Every line of the terminal's buffer, scrollback included (screenLines() has only the screen).
+ALL_LINES = """() => {
+  const buffer = terminalApp.term.buffer.active, lines = [];
+  for (let y = 0; y < buffer.length; y++) {
+    lines.push(buffer.getLine(y)?.translateToString(true) ?? "");
+  }
+  return lines;
+}"""
+
+
+@pytest.fixture
+def page(page: Page, daphne) -> Iterator[Page]:
+    """pytest-playwright's page, failing the test on page errors and failed requests."""
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on(
+        "response",
+        lambda response: (
+            problems.append(f"HTTP {response.status}: {response.url}")
+            if response.status >= 400 and not response.url.endswith("/favicon.ico")
+            else None
+        ),
+    )
+    yield page
+    assert problems == []
+
+
+def staff_user(username: str) -> Any:
+    """A staff user whom an access rule lets open every pod's shells."""
+    return make_user(username, everywhere=True, is_staff=True)
+
+
+def log_in_with_cookie(page: Page, url: str, username: str) -> None:
+    """Skip the login form (the first test goes through it): put a session cookie in place."""
+    cookie = session_cookie(staff_user(username))
+    page.context.add_cookies([{"name": "sessionid", "value": cookie, "url": url}])
+
+
+def wait_connected(page: Page, previous_session: str | None = None) -> str:
+    """Wait for ``ready`` (a session other than ``previous_session``); return the session id."""
+    page.wait_for_function(
+        """(previous) => window.terminalApp?.state === "connected"
+                         && terminalApp.session && terminalApp.session !== previous""",
+        arg=previous_session,
+    )
+    return page.evaluate("terminalApp.session")
+
+
+def matching_lines(page: Page, pattern: str) -> list[str]:
+    return [line for line in page.evaluate(ALL_LINES) if re.fullmatch(pattern, line)]
+
+
+def run(page: Page, command: str, pattern: str) -> str:
+    """Type ``command`` + Enter and wait for a new buffer line matching ``pattern`` (a whole-line
+    regex that the typed command line itself cannot match); return that line."""
+    before = len(matching_lines(page, pattern))
+    page.keyboard.type(command)
+    page.keyboard.press("Enter")
+    handle = page.wait_for_function(
+        f"""([pattern, before]) => {{
+          const regex = new RegExp("^(?:" + pattern + ")$");
+          const found = ({ALL_LINES})().filter((line) => regex.test(line));
+          return found.length > before && found[found.length - 1];
+        }}""",
+        arg=[pattern, before],
+    )
+    return handle.json_value()
+
+
+def screen_shows(page: Page, text: str) -> bool:
+    return text in page.evaluate("terminalApp.screenLines()")
+
+
+def test_log_in_open_a_terminal_type_resize_exit_and_start_again(page: Page, daphne) -> None:
+    staff_user("sam")
+
+    # The real login form.
+    page.goto(f"{daphne.url}/accounts/login/")
+    page.get_by_label("Username").press_sequentially("sam")
+    page.get_by_label("Password").press_sequentially(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+
+    # The portal lists pod web; the filter hides the rows that do not match.
+    expect(page).to_have_url(f"{daphne.url}/")
+    page.wait_for_load_state()  # portal.js listens to the filter box from then on
+    rows = page.locator("tr.pod")
+    web = rows.filter(has=page.locator("td.name", has_text=re.compile(r"^web$")))
+    alpine = rows.filter(has=page.locator("td.name", has_text=re.compile(r"^alpine$")))
+    expect(web).to_be_visible()
+    expect(alpine).to_be_visible()
+    page.locator("#pod-filter").press_sequentially("web")
+    expect(alpine).to_be_hidden()
+    expect(web).to_be_visible()
+    for row in rows.all():
+        if row.locator("td.name").inner_text() != "web":
+            expect(row).to_be_hidden()
+    web.locator("a.open-terminal", has_text="main").click()
+
+    # The terminal page connects and shows its session id.
+    expect(page).to_have_url(re.compile(r"/terminals/kubesim/default/web/\?container=main$"))
+    session = wait_connected(page)
+    expect(page.locator("#terminal-state")).to_have_attribute("data-state", "connected")
+    session_label = page.locator("#terminal-session")
+    expect(session_label).to_have_text(session)
+    # At the default 1280 px the whole id shows (narrower windows cut it short with "…").
+    assert session_label.evaluate("(label) => label.scrollWidth <= label.clientWidth")
+
+    page.locator("#terminal .xterm").click()  # focus, as a user would
+    page.keyboard.type("echo hello")
+    page.keyboard.press("Enter")
+    # The output line, not just the echo of what was typed.
+    page.wait_for_function("terminalApp.screenLines().some((line) => line === 'hello')")
+
+    # The shell's size is the terminal's size, before and after the window changes.
+    rows_cols = r"\d+ \d+"
+    size = run(page, "stty size", rows_cols)
+    term_size = page.evaluate("[terminalApp.term.rows, terminalApp.term.cols]")
+    assert size == f"{term_size[0]} {term_size[1]}"
+
+    page.set_viewport_size({"width": 900, "height": 520})
+    page.wait_for_function(
+        "([rows, cols]) => terminalApp.term.rows !== rows && terminalApp.term.cols !== cols",
+        arg=term_size,
+    )
+    new_term_size = page.evaluate("[terminalApp.term.rows, terminalApp.term.cols]")
+    new_size = run(page, "stty size", rows_cols)
+    assert new_size == f"{new_term_size[0]} {new_term_size[1]}"
+    assert new_size != size
+
+    assert screen_shows(page, "hello") and screen_shows(page, new_size)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "terminal.png")
+
+    # The process ends: the page says how, and offers a new session.
+    page.keyboard.type("exit 7")
+    page.keyboard.press("Enter")
+    ended = page.locator("#terminal-ended")
+    expect(ended).to_be_visible()
+    expect(ended).to_contain_text("The process exited with code 7.")
+    expect(page.locator("#terminal-state")).to_have_attribute("data-state", "ended")
+    restart = ended.get_by_role("button", name="New session")
+    expect(restart).to_be_visible()
+    expect(restart).to_be_focused()
+    page.screenshot(path=ARTIFACTS / "terminal-ended.png")
+    restart.click()
+
+    new_session = wait_connected(page, previous_session=session)
+    assert new_session != session
+    expect(page.locator("#terminal-session")).to_have_text(new_session)
+    expect(page.locator("#terminal-ended")).to_be_hidden()
+
+
+def test_a_large_paste_arrives_whole_in_16_kib_frames(page: Page, daphne) -> None:
+    sent_frames: list[int] = []
+
+    def watch(ws: Any) -> None:
+        ws.on(
+            "framesent",
+            lambda payload: (
+                sent_frames.append(len(payload)) if isinstance(payload, bytes) else None
+            ),
+        )
+
+    page.on("websocket", watch)
+    log_in_with_cookie(page, daphne.url, "pat")
+    page.goto(f"{daphne.url}/terminals/kubesim/default/web/?container=main")
+    wait_connected(page)
+    page.locator("#terminal .xterm").click()
+
+    run(page, "stty -echo; echo echo-$((6*7))", "echo-42")
+    # 2048 lines of 100 bytes: lines stay far below the tty's 4 KiB canonical-mode limit.
+    line = "x" * 99 + "\n"
+    data = line * 2048
+    assert len(data) == 200 * 1024
+    # Paste only once wc reads: bytes that reach the tty while readline still has it in raw
+    # mode keep their \r (no icrnl), so they would not end lines in wc's canonical mode.
+    run(page, "echo ready-$((6*7)); wc -c", "ready-42")
+    assert page.evaluate("terminalApp.term.modes.bracketedPasteMode") is False
+    sent_frames.clear()
+    page.evaluate("(data) => terminalApp.term.paste(data)", data)
+    page.keyboard.press("Control+d")  # end of input, at the start of a line
+    count = page.wait_for_function(
+        f"""() => ({ALL_LINES})().find((line) => /^\\s*\\d{{4,}}\\s*$/.test(line))"""
+    ).json_value()
+    assert int(count) == len(data)
+
+    # The page cut the paste into frames the server accepts.
+    assert sum(sent_frames) >= len(data)
+    assert max(sent_frames) <= STDIN_CHUNK
+    assert len(sent_frames) >= len(data) // STDIN_CHUNK
+    # And the shell is still there.
+    run(page, "stty echo; echo still-$((6*7))", "still-42")
+    assert page.evaluate("terminalApp.state") == "connected"
+
+
+@pytest.mark.skipif(
+    os.environ.get("WEBSHELL_SCREENSHOT") != "1",
+    reason="set WEBSHELL_SCREENSHOT=1 to rewrite docs/screenshot.png",
+)
+def test_readme_screenshot(page: Page, daphne, kubesim) -> None:
+    """docs/screenshot.png: a terminal after a few everyday commands."""
+    workdir = kubesim.state_dir / "containers" / "default" / "web" / "main"
+    workdir.mkdir(parents=True, exist_ok=True)
+    props = {
+        "app.py": "print('hello')\n",
+        "requirements.txt": "django>=5.2\n",
+        "README.md": "# web\n",
+    }
+    for name, text in props.items():
+        (workdir / name).write_text(text)
+    (workdir / "static").mkdir(exist_ok=True)
+    try:
+        page.set_viewport_size({"width": 1100, "height": 650})
+        log_in_with_cookie(page, daphne.url, "ada")
+        page.goto(f"{daphne.url}/terminals/kubesim/default/web/?container=main")
+        wait_connected(page)
+        page.locator("#terminal .xterm").click()
+        run(page, "ls --color=auto", r".*requirements\.txt.*")
+        run(page, 'echo "Hello from $HOSTNAME"', "Hello from web")
+        run(page, "stty size", r"\d+ \d+")
+        run(page, "uname -a", r"Linux .*")
+        page.evaluate("document.activeElement.blur()")  # no focus ring, a steady cursor
+        (ROOT / "docs").mkdir(exist_ok=True)
+        page.screenshot(path=ROOT / "docs" / "screenshot.png")
+    finally:
+        for name in props:
+            (workdir / name).unlink(missing_ok=True)
+        (workdir / "static").rmdir()
