@@ -5,10 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
-from .models import AccessRule, DeniedAttempt, Session
+from .audit import store
+from .models import AccessRule, AuditPrune, Command, DeniedAttempt, Session
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
@@ -48,18 +53,127 @@ class DeniedAttemptAdmin(ReadOnlyAdmin):
     date_hierarchy = "at"
 
 
+class CommandInline(admin.TabularInline):  # type: ignore[type-arg]
+    """The session's commands, each a link to that moment of the replay."""
+
+    model = Command
+    fields = readonly_fields = ("when", "replay_link", "line")
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description=_("at"))
+    def when(self, command: Command) -> str:
+        return f"{command.offset:.1f} s"
+
+    @admin.display(description=_("command"))
+    def replay_link(self, command: Command) -> str:
+        index = list(
+            Command.objects.filter(session_id=command.session_id).values_list("pk", flat=True)
+        ).index(command.pk)
+        url = reverse("terminals:session-replay", args=[command.session_id])
+        return format_html('<a href="{}?command={}"><code>{}</code></a>', url, index, command.text)
+
+
+class OutcomeFilter(admin.SimpleListFilter):
+    """Live, or how the session ended."""
+
+    title = _("outcome")
+    parameter_name = "outcome"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return [("live", _("live")), *Session.EndReason.choices]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Session]) -> QuerySet[Session]:
+        if self.value() == "live":
+            return queryset.filter(ended_at__isnull=True)
+        if self.value():
+            return queryset.filter(end_reason=self.value())
+        return queryset
+
+
 @admin.register(Session)
 class SessionAdmin(ReadOnlyAdmin):
-    list_display = [
-        "started_at",
-        "username",
-        "cluster",
-        "namespace",
-        "pod",
-        "container",
-        "exit_code",
-        "end_reason",
-    ]
-    list_filter = ["cluster", "namespace", "end_reason", "started_at"]
-    search_fields = ["username", "pod", "namespace"]
+    list_display = ["started_at", "username", "target", "duration", "exit_code", "state"]
+    list_filter = [OutcomeFilter, "username", "cluster", "namespace", "started_at"]
+    search_fields = ["username", "pod", "namespace", "commands__text"]
     date_hierarchy = "started_at"
+    inlines = [CommandInline]
+    fields = readonly_fields = (
+        "id", "username", "target_detail", "command", "client_address", "user_agent",
+        "started_at", "ended_at", "end_reason", "exit_code", "end_message", "ended_by_username",
+        "traffic", "chain", "links",
+    )  # fmt: skip
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Session], search_term: str
+    ) -> tuple[QuerySet[Session], bool]:
+        results, _duplicates = super().get_search_results(request, queryset, search_term)
+        return results.distinct(), False
+
+    @admin.display(description=_("target"))
+    def target(self, session: Session) -> str:
+        target = f"{session.cluster}/{session.namespace}/{session.pod}"
+        return f"{target} [{session.container}]" if session.container else target
+
+    @admin.display(description=_("target"))
+    def target_detail(self, session: Session) -> str:
+        return self.target(session)
+
+    @admin.display(description=_("duration"))
+    def duration(self, session: Session) -> str:
+        end = session.ended_at or timezone.now()
+        seconds = int((end - session.started_at).total_seconds())
+        return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+    @admin.display(description=_("state"))
+    def state(self, session: Session) -> str:
+        return str(_("live")) if session.is_live else session.get_end_reason_display()
+
+    @admin.display(description=_("traffic"))
+    def traffic(self, session: Session) -> str:
+        return (
+            f"in: {session.frames_in} frames, {session.bytes_in} bytes; "
+            f"out: {session.frames_out} frames, {session.bytes_out} bytes"
+        )
+
+    @admin.display(description=_("hash chain"))
+    def chain(self, session: Session) -> str:
+        verdict = store.verify_session(session)
+        colour = "#1a7f37" if verdict.ok else "#cf222e"
+        return format_html('<strong style="color: {}">{}</strong>', colour, str(verdict))
+
+    @admin.display(description=_("review"))
+    def links(self, session: Session) -> str:
+        links = [
+            format_html(
+                '<a href="{}">{}</a>', reverse("terminals:session-replay", args=[session.pk]),
+                _("Replay"),
+            ),
+            format_html(
+                '<a href="{}">{}</a>', reverse("terminals:session-cast", args=[session.pk]),
+                _("Download (.cast)"),
+            ),
+        ]  # fmt: skip
+        if session.is_live:
+            links.append(
+                format_html(
+                    '<a href="{}">{}</a>', reverse("terminals:session-watch", args=[session.pk]),
+                    _("Watch live"),
+                )
+            )  # fmt: skip
+        return format_html_join(" · ", "{}", ((link,) for link in links))
+
+
+@admin.register(AuditPrune)
+class AuditPruneAdmin(ReadOnlyAdmin):
+    list_display = ["at", "before", "sessions", "frames"]

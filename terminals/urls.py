@@ -8,5 +8,14 @@ app_name = "terminals"
 
 urlpatterns = [
     path("", views.portal, name="portal"),
+    path("terminals/sessions/<uuid:session_id>.cast", views.session_cast, name="session-cast"),
+    path(
+        "terminals/sessions/<uuid:session_id>/replay/",
+        views.session_replay,
+        name="session-replay",
+    ),
+    path("terminals/sessions/<uuid:session_id>/watch/", views.session_watch, name="session-watch"),
+    path("terminals/sessions/<uuid:session_id>/end/", views.session_end, name="session-end"),
+    # After the session pages, which it would otherwise shadow.
     path("terminals/<str:cluster>/<str:namespace>/<str:pod>/", views.terminal, name="terminal"),
 ]

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass, field
 
 from asgiref.sync import async_to_sync
-from django.contrib.auth.decorators import login_required
+from channels.layers import get_channel_layer
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required, permission_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
 
+from .audit import cast, store
+from .consumers import terminal_group
 from .impersonation import impersonation_headers
 from .kube.clusters import UnknownCluster, all_clusters, get_cluster
 from .kube.pods import PodInfo, PodListError, list_pods
+from .models import Session
 from .permissions import ExecTarget, may_exec
 from .records import record_denial
 
@@ -86,3 +93,82 @@ def terminal(request: HttpRequest, cluster: str, namespace: str, pod: str) -> Ht
         "terminals/terminal.html",
         {"target": target, "socket_path": socket_path, "title": str(target)},
     )
+
+
+# Reviewing sessions: replay, export, watch and end. Auditors get these through permissions.
+
+
+def _session_or_404(session_id: uuid.UUID) -> Session:
+    try:
+        return Session.objects.get(pk=session_id)
+    except Session.DoesNotExist:
+        raise Http404("No such session.") from None
+
+
+@permission_required("terminals.view_session", raise_exception=True)
+def session_cast(request: HttpRequest, session_id: uuid.UUID) -> StreamingHttpResponse:
+    """The session as an asciicast v2 file (``o`` output, ``i`` input, ``r`` resize)."""
+    session = _session_or_404(session_id)
+    lines = store.export_cast(session, markers=request.GET.get("markers") == "1")
+    response = StreamingHttpResponse(lines, content_type=cast.MEDIA_TYPE)
+    response["Content-Disposition"] = f'attachment; filename="{session.pk}.cast"'
+    return response
+
+
+@permission_required("terminals.view_session", raise_exception=True)
+def session_replay(request: HttpRequest, session_id: uuid.UUID) -> HttpResponse:
+    """asciinema-player on the session's cast, with its commands to jump to."""
+    session = _session_or_404(session_id)
+    first_resize = (
+        session.frames.filter(direction="r").order_by("seq").values_list("data", flat=True).first()
+    )
+    cols, rows = (
+        cast.parse_size(bytes(first_resize)) if first_resize else None
+    ) or cast.DEFAULT_SIZE
+    commands = list(session.commands.all())
+    return render(
+        request,
+        "terminals/replay.html",
+        {
+            "session": session,
+            "cols": cols,
+            "rows": rows,
+            "commands": commands,
+            "start": request.GET.get("command", ""),
+        },
+    )
+
+
+@permission_required("terminals.watch_session", raise_exception=True)
+def session_watch(request: HttpRequest, session_id: uuid.UUID) -> HttpResponse:
+    """A live session's screen, read-only, with an "End session" button for those allowed."""
+    session = _session_or_404(session_id)
+    return render(
+        request,
+        "terminals/watch.html",
+        {
+            "session": session,
+            "socket_path": f"/ws/terminals/watch/{session.pk}/",
+            "may_end": request.user.has_perm("terminals.end_session"),
+        },
+    )
+
+
+@require_POST
+@permission_required("terminals.end_session", raise_exception=True)
+def session_end(request: HttpRequest, session_id: uuid.UUID) -> HttpResponse:
+    """End a live session for its user (4409); the session records who ended it."""
+    session = _session_or_404(session_id)
+    if session.is_live:
+        async_to_sync(get_channel_layer().group_send)(
+            terminal_group(session.pk),
+            {
+                "type": "terminal.terminate",
+                "user_id": request.user.pk,
+                "username": request.user.get_username(),
+            },
+        )
+        messages.success(request, f"Asked the session of {session.username} to end.")
+    else:
+        messages.info(request, "That session had already ended.")
+    return redirect("terminals:session-watch", session_id=session.pk)

@@ -11,7 +11,7 @@ import pytest
 
 from terminals.models import Session
 from tests.fixtures.daphne import daphne_environment, run_daphne
-from tests.fixtures.terminal_client import TerminalClient
+from tests.fixtures.terminal_client import TerminalClient, run_line, say, terminal
 from tests.fixtures.users import make_user, session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -25,29 +25,6 @@ MULTI = "/ws/terminals/kubesim/default/multi/"
 def staff_cookie() -> str:
     """A user whom an access rule lets open every pod's shells."""
     return session_cookie(make_user("sam", everywhere=True))
-
-
-@contextlib.asynccontextmanager
-async def terminal(server, path, cookie, **kwargs):
-    client = await TerminalClient.connect(server.ws_url, path, cookie, **kwargs)
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
-def say(word: str) -> str:
-    """A command printing ``word``, written so that its echo does not contain ``word``."""
-    return f"printf '\\{ord(word[0]):03o}{word[1:]}\\n'"
-
-
-async def run_line(client: TerminalClient, line: str, marker: str) -> bytes:
-    """Type a line and return the output up to ``marker`` printed by it (octal-escaped in the
-    line itself, so the echo of what was typed does not match)."""
-    start = len(client.output)
-    await client.type(line + "\r")
-    end = await client.until_output(marker, start)
-    return bytes(client.output[start:end])
 
 
 async def test_a_shell_starts_answers_and_exits_with_its_code(daphne, staff_cookie):

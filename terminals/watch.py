@@ -1,0 +1,189 @@
+"""WatchConsumer: an auditor watches a live session, read-only, from any Daphne process.
+
+The watcher asks the session's consumer (through the channel layer) for its current screen,
+then reads the committed frames after it from the audit store. The session only sends a
+throttled "there is more" notice to its watchers, never its output, so watchers can neither
+slow it down nor lose bytes: whatever a notice misses, the next read of the store finds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from . import protocol
+from .audit.cast import parse_size
+from .consumers import terminal_group, watchers_group
+from .models import Frame, Session
+from .protocol import CloseCode
+
+logger = logging.getLogger(__name__)
+
+SNAPSHOT_WAIT = 3.0  # seconds to wait for the session's screen before replaying the store
+POLL_INTERVAL = 1.0  # seconds between reads of the store when no notice comes
+BATCH = 500  # frames per read
+FALLBACK_BYTES = 256 * 1024  # output replayed when the session's process does not answer
+
+
+class WatchConsumer(AsyncWebsocketConsumer):
+    """Streams a live session's screen and output to an auditor; input is ignored."""
+
+    async def connect(self) -> None:
+        self.tasks: list[asyncio.Task[None]] = []
+        self.last_seq = -1
+        self.more = asyncio.Event()
+        self.snapshot: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        await self.accept()
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self._refuse(CloseCode.NOT_AUTHENTICATED, "Log in to watch sessions.")
+            return
+        if not await self._may_watch():
+            await self._refuse(CloseCode.FORBIDDEN, "You may not watch terminal sessions.")
+            return
+        try:
+            self.session_id = uuid.UUID(self.scope["url_route"]["kwargs"]["session"])
+        except ValueError:
+            await self._refuse(CloseCode.BAD_REQUEST, "That is not a session id.")
+            return
+        session = await self._session()
+        if session is None:
+            await self._refuse(CloseCode.NOT_FOUND, "There is no such session.")
+            return
+        if not session.is_live:
+            await self._refuse(CloseCode.NOT_FOUND, "The session has ended: replay it instead.")
+            return
+        await self.channel_layer.group_add(watchers_group(self.session_id), self.channel_name)
+        self.tasks.append(asyncio.create_task(self._stream()))
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Watching is read-only: anything the watcher sends is ignored."""
+
+    async def disconnect(self, code: int) -> None:
+        for task in self.tasks:
+            task.cancel()
+        if hasattr(self, "session_id"):
+            await self.channel_layer.group_discard(
+                watchers_group(self.session_id), self.channel_name
+            )
+
+    # Channel-layer messages.
+
+    async def watch_snapshot(self, event: dict[str, Any]) -> None:
+        if not self.snapshot.done():
+            self.snapshot.set_result(event)
+
+    async def watch_progress(self, event: dict[str, Any]) -> None:
+        self.more.set()
+
+    async def watch_ended(self, event: dict[str, Any]) -> None:
+        self.more.set()
+
+    # The stream.
+
+    async def _stream(self) -> None:
+        await self.channel_layer.group_send(
+            terminal_group(self.session_id),
+            {"type": "terminal.snapshot", "reply_to": self.channel_name},
+        )
+        try:
+            snapshot = await asyncio.wait_for(self.snapshot, SNAPSHOT_WAIT)
+        except TimeoutError:
+            # The session's process did not answer (it may have died): replay the recent output.
+            await self._send_recent_output()
+        else:
+            self.last_seq = snapshot["seq"]
+            await self.send(
+                text_data=json.dumps(
+                    {"type": "snapshot", "cols": snapshot["cols"], "rows": snapshot["rows"]}
+                )
+            )
+            await self.send(bytes_data=snapshot["screen"])
+        while True:
+            while await self._send_new_frames():
+                pass
+            session = await self._session()
+            if session is None or not session.is_live:
+                await self._send_new_frames()
+                await self.send(
+                    text_data=json.dumps(
+                        {
+                            "type": "ended",
+                            "reason": session.get_end_reason_display() if session else "",
+                            "exit_code": session.exit_code if session else None,
+                            "ended_by": session.ended_by_username if session else "",
+                        }
+                    )
+                )
+                await self.close(code=int(CloseCode.NORMAL))
+                return
+            self.more.clear()
+            try:
+                await asyncio.wait_for(self.more.wait(), POLL_INTERVAL)
+            except TimeoutError:
+                pass
+
+    async def _send_new_frames(self) -> bool:
+        """Send committed frames after the last one sent; True if there may be more."""
+        frames = await self._frames_after(self.last_seq)
+        for seq, direction, data in frames:
+            self.last_seq = seq
+            if direction == Frame.Direction.STDOUT:
+                await self.send(bytes_data=data)
+            elif direction == Frame.Direction.RESIZE and (size := parse_size(data)):
+                await self.send(
+                    text_data=json.dumps({"type": "resize", "cols": size[0], "rows": size[1]})
+                )
+        return len(frames) == BATCH
+
+    async def _send_recent_output(self) -> None:
+        frames = await self._recent_output()
+        if frames:
+            self.last_seq = frames[-1][0]
+            await self.send(text_data=json.dumps({"type": "snapshot", "cols": 0, "rows": 0}))
+            await self.send(bytes_data=b"".join(data for _, data in frames))
+
+    async def _refuse(self, code: CloseCode, message: str) -> None:
+        await self.send(text_data=protocol.error_message(code, message))
+        await self.close(code=int(code))
+
+    # Database work.
+
+    @database_sync_to_async
+    def _may_watch(self) -> bool:
+        return bool(self.scope["user"].has_perm("terminals.watch_session"))
+
+    @database_sync_to_async
+    def _session(self) -> Session | None:
+        return Session.objects.filter(pk=self.session_id).first()
+
+    @database_sync_to_async
+    def _frames_after(self, seq: int) -> list[tuple[int, str, bytes]]:
+        rows = (
+            Frame.objects.filter(session_id=self.session_id, seq__gt=seq)
+            .exclude(direction=Frame.Direction.STDIN)
+            .order_by("seq")
+            .values_list("seq", "direction", "data")[:BATCH]
+        )
+        return [(s, d, bytes(data)) for s, d, data in rows]
+
+    @database_sync_to_async
+    def _recent_output(self) -> list[tuple[int, bytes]]:
+        rows = (
+            Frame.objects.filter(session_id=self.session_id, direction=Frame.Direction.STDOUT)
+            .order_by("-seq")
+            .values_list("seq", "data")
+        )
+        frames, size = [], 0
+        for seq, data in rows.iterator(chunk_size=100):
+            frames.append((seq, bytes(data)))
+            size += len(data)
+            if size >= FALLBACK_BYTES:
+                break
+        return frames[::-1]
