@@ -4,6 +4,7 @@ verification and pruning work on real sessions."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from django.test import Client
 from django.utils import timezone
 
 from terminals.models import AuditPrune, Command, Frame, Session
-from tests.fixtures.terminal_client import TerminalClient, run_line, say, terminal
+from tests.fixtures.terminal_client import run_line, say, terminal
 from tests.fixtures.users import make_user, session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -98,7 +99,8 @@ async def test_stored_frames_equal_what_the_pod_received_and_the_browser_was_sen
     assert resizes == [b"100x30", b"120x40"]
     session = await Session.objects.aget(pk=session_id)
     assert session.bytes_in == len(stdin) and session.bytes_out == len(stdout)
-    out = subprocess.run(
+    out = await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "manage.py", "audit", "verify", session_id],
         cwd=ROOT,
         capture_output=True,
@@ -178,7 +180,8 @@ async def test_the_export_plays_in_asciinema_and_matches_the_output(
     cast = b"".join(response.streaming_content)
     path = tmp_path / "session.cast"
     path.write_bytes(cast)
-    played = subprocess.run(
+    played = await asyncio.to_thread(
+        subprocess.run,
         [str(Path(sys.executable).parent / "asciinema"), "cat", str(path)],
         capture_output=True,
         timeout=60,

@@ -21,9 +21,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def session_id():
     user = make_user("ann")
-    session = Session.objects.create(
-        user=user, username="ann", cluster="c", namespace="n", pod="p"
-    )
+    session = Session.objects.create(user=user, username="ann", cluster="c", namespace="n", pod="p")
     return session.pk
 
 
@@ -76,7 +74,8 @@ async def test_frames_that_arrive_during_a_commit_join_the_next_one(session_id, 
     await recorder.close()
     assert writes.sizes == [1, 50]
     session = await Session.objects.aget(pk=session_id)
-    assert session.frames_out == 51 and session.bytes_out == 5 + sum(len(b"x%d" % n) for n in range(50))
+    assert session.frames_out == 51
+    assert session.bytes_out == 5 + sum(len(b"x%d" % n) for n in range(50))
     assert (await sync_to_async(store.verify_session)(session)).ok
 
 
@@ -112,4 +111,5 @@ async def test_a_failing_store_fails_every_waiting_and_later_frame(session_id):
     finally:
         await sync_to_async(rename_table)("terminals_frame_away", "terminals_frame")
         await recorder.close()
-    assert [bytes(f.data) async for f in Frame.objects.filter(session_id=session_id)] == [b"before\r"]
+    frames = [bytes(f.data) async for f in Frame.objects.filter(session_id=session_id)]
+    assert frames == [b"before\r"]

@@ -15,7 +15,10 @@ VENDOR = ROOT / "terminals" / "static" / "terminals" / "vendor" / "xterm" / "xte
 def test_the_wheel_carries_templates_static_and_migrations(tmp_path):
     subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path)],
-        cwd=ROOT, check=True, capture_output=True, timeout=300,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     (wheel,) = tmp_path.glob("django_pod_terminals-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
