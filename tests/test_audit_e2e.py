@@ -38,7 +38,10 @@ def cookie() -> str:
 def auditor_client() -> Client:
     auditor = make_user("audrey")
     auditor.user_permissions.add(
-        *Permission.objects.filter(codename__in=["view_session", "watch_session", "end_session"])
+        *Permission.objects.filter(
+            content_type__app_label="terminals",
+            codename__in=["view_session", "watch_session", "end_session"],
+        )
     )
     client = Client()
     client.force_login(auditor)

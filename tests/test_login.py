@@ -123,6 +123,7 @@ TERMINAL_ROUTE = r"^ws/terminals/(?P<cluster>[^/]+)/(?P<namespace>[^/]+)/(?P<pod
 SAMPLE_PATHS = {
     TERMINAL_ROUTE: "/ws/terminals/kubesim/default/web/",
     r"^ws/terminals/": "/ws/terminals/whatever",
+    r"^ws/terminals/watch/(?P<session>[^/]+)/$": "/ws/terminals/watch/0b6e2c1e/",
 }
 
 

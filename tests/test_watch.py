@@ -26,7 +26,10 @@ def people() -> tuple[str, str, str]:
     user = session_cookie(make_user("sam", everywhere=True))
     auditor = make_user("audrey")
     auditor.user_permissions.add(
-        *Permission.objects.filter(codename__in=["view_session", "watch_session", "end_session"])
+        *Permission.objects.filter(
+            content_type__app_label="terminals",
+            codename__in=["view_session", "watch_session", "end_session"],
+        )
     )
     return user, session_cookie(auditor), session_cookie(make_user("nosy", everywhere=True))
 
