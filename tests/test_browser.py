@@ -255,3 +255,34 @@ def test_readme_screenshot(page: Page, daphne, kubesim) -> None:
         for name in props:
             (workdir / name).unlink(missing_ok=True)
         (workdir / "static").rmdir()
+
+
+def test_an_auditor_replays_a_session_and_jumps_to_a_command(page: Page, daphne) -> None:
+    from django.contrib.auth.models import Permission
+
+    log_in_with_cookie(page, daphne.url, "sam")
+    page.goto(f"{daphne.url}/terminals/kubesim/default/web/?container=main")
+    session = wait_connected(page)
+    page.evaluate("terminalApp.term.focus()")
+    run(page, "echo replay-me-$((6*7))", "replay-me-42")
+    run(page, "echo second-$((2*2))", "second-4")
+    page.keyboard.type("exit")
+    page.keyboard.press("Enter")
+    page.wait_for_function("terminalApp.closeCode === 1000")
+
+    auditor = make_user("audrey")
+    auditor.user_permissions.add(
+        Permission.objects.get(content_type__app_label="terminals", codename="view_session")
+    )
+    page.context.clear_cookies()
+    page.context.add_cookies(
+        [{"name": "sessionid", "value": session_cookie(auditor), "url": daphne.url}]
+    )
+    page.goto(f"{daphne.url}/terminals/sessions/{session}/replay/")
+    expect(page.get_by_role("button", name=re.compile("echo replay-me"))).to_be_visible()
+    page.wait_for_function("window.replayPlayer !== undefined")
+    expect(page.locator(".ap-player")).to_be_visible()
+    page.get_by_role("button", name=re.compile("echo second")).click()
+    page.wait_for_function("async () => (await replayPlayer.getCurrentTime()) > 0")
+    expect(page.locator(".ap-player")).to_contain_text("replay-me-42")
+    page.screenshot(path=str(ARTIFACTS / "replay.png"))
