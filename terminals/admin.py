@@ -16,7 +16,7 @@ from .audit import store
 from .models import AccessRule, AuditPrune, Command, DeniedAttempt, Session
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ReadOnly:
     """Audit records: nobody adds, changes or deletes them here, superusers included."""
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -27,6 +27,10 @@ class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class ReadOnlyAdmin(ReadOnly, admin.ModelAdmin):  # type: ignore[type-arg]
+    """A read-only admin for an audit model."""
 
 
 @admin.register(AccessRule)
@@ -53,7 +57,7 @@ class DeniedAttemptAdmin(ReadOnlyAdmin):
     date_hierarchy = "at"
 
 
-class CommandInline(admin.TabularInline):  # type: ignore[type-arg]
+class CommandInline(ReadOnly, admin.TabularInline):  # type: ignore[type-arg]
     """The session's commands, each a link to that moment of the replay."""
 
     model = Command
@@ -61,15 +65,6 @@ class CommandInline(admin.TabularInline):  # type: ignore[type-arg]
     extra = 0
     can_delete = False
     show_change_link = False
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.display(description=_("at"))
     def when(self, command: Command) -> str:

@@ -286,3 +286,39 @@ def test_an_auditor_replays_a_session_and_jumps_to_a_command(page: Page, daphne)
     page.wait_for_function("async () => (await replayPlayer.getCurrentTime()) > 0")
     expect(page.locator(".ap-player")).to_contain_text("replay-me-42")
     page.screenshot(path=str(ARTIFACTS / "replay.png"))
+
+
+def test_an_auditor_watches_a_live_session_and_ends_it(page: Page, daphne, browser) -> None:
+    from django.contrib.auth.models import Permission
+
+    log_in_with_cookie(page, daphne.url, "sam")
+    page.goto(f"{daphne.url}/terminals/kubesim/default/web/?container=main")
+    session = wait_connected(page)
+    page.evaluate("terminalApp.term.focus()")
+    run(page, "echo before-watch-$((1+1))", "before-watch-2")
+
+    auditor = make_user("audrey")
+    auditor.user_permissions.add(
+        *Permission.objects.filter(
+            content_type__app_label="terminals", codename__in=["watch_session", "end_session"]
+        )
+    )
+    context = browser.new_context()
+    context.add_cookies(
+        [{"name": "sessionid", "value": session_cookie(auditor), "url": daphne.url}]
+    )
+    watch = context.new_page()
+    watch.goto(f"{daphne.url}/terminals/sessions/{session}/watch/")
+    watch.wait_for_function("window.watchApp?.state === 'connected'")
+    watch.wait_for_function("watchApp.screenLines().includes('before-watch-2')")
+
+    run(page, "echo while-watched-$((3+3))", "while-watched-6")
+    watch.wait_for_function("watchApp.screenLines().includes('while-watched-6')")
+    watch.screenshot(path=str(ARTIFACTS / "watch.png"))
+
+    watch.get_by_role("button", name="End session").click()
+    page.wait_for_function("terminalApp.closeCode === 4409")
+    expect(page.locator("#terminal-ended")).to_contain_text("audrey ended this session.")
+    watch.wait_for_function("watchApp.state === 'ended'")
+    expect(watch.locator("#watch-ended")).to_contain_text("audrey ended the session.")
+    context.close()

@@ -94,10 +94,13 @@ class ScreenModel:
         self.catch_up()
         out = ["\x1b[0m\x1b[H\x1b[2J"]
         current: tuple[object, ...] | None = None
+        blank = self.screen.default_char
         for y in range(self.screen.lines):
             out.append(f"\x1b[{y + 1};1H")
             row = self.screen.buffer[y]
-            for x in range(self.screen.columns):
+            # The screen was cleared: cells like the default blank need not be drawn.
+            width = max((x + 1 for x in row if row[x] != blank), default=0)
+            for x in range(width):
                 char = row[x]
                 style = (char.fg, char.bg, char.bold, char.italics, char.underscore, char.reverse)
                 if style != current:

@@ -5,6 +5,7 @@ import { FitAddon } from "../vendor/xterm/addon-fit.mjs";
 import { SearchAddon } from "../vendor/xterm/addon-search.mjs";
 import { Unicode11Addon } from "../vendor/xterm/addon-unicode11.mjs";
 import { WebLinksAddon } from "../vendor/xterm/addon-web-links.mjs";
+import { screenLines } from "./screen.js";
 
 const STDIN_CHUNK = 16 * 1024; // below the server's frame limit (64 KiB by default)
 const ACK_EVERY = 64 * 1024; // tell the server what we have drawn, so it can send more
@@ -64,11 +65,7 @@ new ResizeObserver(() => fit.fit()).observe(element);
 
 const app = {
   term, renderer, state: "connecting", session: null, command: null, exitCode: null, closeCode: null, reason: "",
-  screenLines() {
-    const buffer = term.buffer.active, lines = [];
-    for (let y = 0; y < term.rows; y++) lines.push(buffer.getLine(buffer.viewportY + y)?.translateToString(true) ?? "");
-    return lines;
-  },
+  screenLines: () => screenLines(term),
 };
 window.terminalApp = app; // for tests and for people poking at the page
 

@@ -2,6 +2,7 @@
 // output as it is committed. Nothing typed here reaches the session.
 import { Terminal } from "../vendor/xterm/xterm.mjs";
 import { Unicode11Addon } from "../vendor/xterm/addon-unicode11.mjs";
+import { screenLines } from "./screen.js";
 
 const element = document.getElementById("terminal");
 const stateLabel = document.getElementById("watch-state");
@@ -13,11 +14,7 @@ term.unicode.activeVersion = "11";
 term.open(element);
 
 const app = { term, state: "connecting", reason: "",
-  screenLines() {
-    const buffer = term.buffer.active, lines = [];
-    for (let y = 0; y < term.rows; y++) lines.push(buffer.getLine(buffer.viewportY + y)?.translateToString(true) ?? "");
-    return lines;
-  } };
+  screenLines: () => screenLines(term) };
 window.watchApp = app; // for tests
 
 function setState(state, text) {
@@ -45,8 +42,10 @@ socket.addEventListener("message", (event) => {
   } else if (message.type === "resize") {
     term.resize(message.cols, message.rows);
   } else if (message.type === "ended") {
-    const by = message.ended_by ? ` by ${message.ended_by}` : "";
-    app.reason = `The session ended (${message.reason}${by}).`;
+    const exit = message.exit_code === null ? "" : `, exit code ${message.exit_code}`;
+    app.reason = message.ended_by
+      ? `${message.ended_by} ended the session.`
+      : `The session ended (${message.reason}${exit}).`;
   } else if (message.type === "error") {
     app.reason = message.message;
   }
@@ -57,3 +56,21 @@ socket.addEventListener("close", (event) => {
   document.getElementById("watch-ended-reason").textContent = app.reason || `The connection closed (${event.code}).`;
   document.getElementById("watch-ended").hidden = false;
 });
+
+// "End session" without leaving the page, so the watcher sees the session end; the form still
+// works as a plain POST where this script does not run.
+const endForm = document.querySelector("form.end-session");
+if (endForm) {
+  endForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const button = endForm.querySelector("button");
+    button.disabled = true;
+    button.textContent = "Ending…";
+    const response = await fetch(endForm.action, { method: "POST", body: new FormData(endForm), credentials: "same-origin" });
+    if (!response.ok) {
+      button.disabled = false;
+      button.textContent = "End session";
+      app.reason = `Could not end the session (HTTP ${response.status}).`;
+    }
+  });
+}
