@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import connection
+from django.db import connection, connections
 
 from terminals.audit import recorder as recorder_module
 from terminals.audit import store
@@ -16,6 +17,17 @@ from terminals.models import Frame, Session
 from tests.fixtures.users import make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def executor(monkeypatch):
+    """A one-thread executor for this test, whose database connection is closed afterwards
+    (the shared executor's threads would keep the test database open past the run)."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    monkeypatch.setattr(recorder_module, "EXECUTOR", pool)
+    yield pool
+    pool.submit(connections.close_all).result()
+    pool.shutdown()
 
 
 @pytest.fixture
