@@ -58,6 +58,7 @@ class Cluster:
         self.verbose_name: str = settings.get("verbose_name") or name
         self._lock = threading.Lock()
         self._loaded: tuple[float, client.Configuration] | None = None
+        self._ssl: tuple[client.Configuration, ssl.SSLContext | bool] | None = None
 
     def __repr__(self) -> str:
         return f"<Cluster {self.name}>"
@@ -81,7 +82,15 @@ class Cluster:
             headers["Authorization"] = token
         elif cfg.username and cfg.password:
             headers["Authorization"] = cfg.get_basic_auth_token() or ""
-        return Connection(host=cfg.host, headers=headers, ssl=_ssl_context(cfg))
+        return Connection(host=cfg.host, headers=headers, ssl=self._ssl_for(cfg))
+
+    def _ssl_for(self, cfg: client.Configuration) -> ssl.SSLContext | bool:
+        # One TLS context per loaded configuration, shared by every session: building one
+        # reads the CA bundle and costs far more memory than a session otherwise needs.
+        with self._lock:
+            if self._ssl is None or self._ssl[0] is not cfg:
+                self._ssl = (cfg, _ssl_context(cfg))
+            return self._ssl[1]
 
     def _stamp(self) -> float:
         path = self.settings.get("kubeconfig")
