@@ -26,7 +26,7 @@ from django.db import DatabaseError
 
 from . import protocol, records
 from .audit.commands import CommandExtractor, CommandLine
-from .audit.recorder import RESIZE, STDIN, STDOUT, AuditUnavailable, Recorder
+from .audit.recorder import RESIZE, STDIN, STDOUT, AuditUnavailable, Recorder, Stored
 from .conf import get_config
 from .impersonation import impersonation_headers
 from .kube.clusters import ClusterUnavailable, Connection, UnknownCluster, get_cluster
@@ -114,9 +114,13 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         self.sent = 0  # output bytes sent to the browser
         self.acked = 0  # output bytes the browser says it has processed
         self.window_open = asyncio.Event()
-        self.outbox: asyncio.Queue[tuple[bytes, asyncio.Future[None], int] | ExecStatus] = (
+        self.outbox: asyncio.Queue[tuple[bytes, asyncio.Future[Stored]] | ExecStatus] = (
             asyncio.Queue()
         )
+        # Output read from the pod and not yet sent to the browser; the pump waits while it is
+        # over OUTPUT_BUFFER, so a browser that stops acknowledging stops the reading too.
+        self.undelivered = 0
+        self.outbox_space = asyncio.Event()
         self.extractor = CommandExtractor()
         self.delivered_seq = -1  # the last output frame delivered (and fed to the screen)
         self.last_notify = 0.0
@@ -322,7 +326,11 @@ class TerminalConsumer(AsyncWebsocketConsumer):
                 done = await self.recorder.submit(STDOUT, event.data)
             except AuditUnavailable:
                 raise EndSession(CloseCode.AUDIT_UNAVAILABLE, AUDIT_DOWN) from None
-            self.outbox.put_nowait((event.data, done, self.recorder.seq - 1))
+            self.outbox.put_nowait((event.data, done))
+            self.undelivered += len(event.data)
+            while self.undelivered > self.config["OUTPUT_BUFFER"] and not self.ended:
+                self.outbox_space.clear()
+                await self.outbox_space.wait()
             event = await self.stream.receive()
         self.outbox.put_nowait(event)
 
@@ -334,13 +342,16 @@ class TerminalConsumer(AsyncWebsocketConsumer):
                 if isinstance(item, ExecStatus):
                     await self._finish(item)
                     return
-                data, done, seq = item
+                data, done = item
                 try:
-                    await done
+                    stored = await done
                 except AuditUnavailable:
                     raise EndSession(CloseCode.AUDIT_UNAVAILABLE, AUDIT_DOWN) from None
                 await self._deliver(data)
-                self.delivered_seq = seq
+                self.undelivered -= len(data)
+                self.outbox_space.set()
+                # A watcher's snapshot covers whole rows only; rows of merged output end later.
+                self.delivered_seq = stored.seq if stored.last_in_row else stored.seq - 1
                 self._extract(functools.partial(self.extractor.output, data))
                 await self._notify_watchers()
         except EndSession as end:
@@ -457,6 +468,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             if task is not keep and not task.done():
                 task.cancel()
         self.window_open.set()
+        self.outbox_space.set()
         if self.stream is not None and not self.stream.closed:
             await self.stream.close()
         if self.http is not None and not self.http.closed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -284,3 +285,34 @@ async def test_an_unreachable_cluster_gives_4502(kubesim, staff_cookie, tmp_path
         async with terminal(server, WEB, staff_cookie) as client:
             assert await client.until_closed() == 4502
             assert client.messages[-1]["message"] == "The cluster is not configured."
+
+
+async def test_a_browser_that_stops_acknowledging_stops_the_reading(daphne, staff_cookie):
+    """Output waits for the browser: the server holds at most about two windows of it."""
+    window = 1024 * 1024  # TERMINALS["OUTPUT_BUFFER"]
+    async with terminal(daphne, WEB, staff_cookie, acknowledge=False) as client:
+        ready = await client.until_message("ready")
+        await client.type(f"stty -echo; {say('BEGIN')}; seq 1 8000000; {say('DONE')}\r")
+        await client.until_output("BEGIN")
+        # Without acks the server sends one window and waits; it must not read the pod on.
+        await client.until_output(b"\n", start=window - 64 * 1024)
+
+        async def stored() -> int:
+            return (await Session.objects.aget(pk=ready["session"])).bytes_out
+
+        previous, now = -1, await stored()
+        for _ in range(20):  # until the stored output stops growing (it must, and soon)
+            if now == previous:
+                break
+            await asyncio.sleep(0.25)  # another process's progress: nothing to await but time
+            previous, now = now, await stored()
+        assert now == previous, "the server kept reading output nobody acknowledged"
+        assert now <= 2 * window + 256 * 1024
+        assert len(client.output) <= window + 64 * 1024
+
+        # Acknowledging lets the rest through, intact.
+        client.acknowledge = True
+        await client.send_json({"type": "ack", "bytes": len(client.output)})
+        client._unacked = 0
+        await client.until_output("DONE", timeout=120)
+    assert b"\r\n7999999\r\n8000000\r\n" in client.output

@@ -1,11 +1,13 @@
 """The write-ahead recorder: every frame is committed before it is delivered.
 
-``submit()`` chains a frame (seq, time, digest) and queues it; it waits only while too much is
-in flight, which is how a slow store makes the upstream read wait. One writer task per session
-commits everything queued so far in one transaction (group commit): frames that arrive during a
-commit go into the next one, so a keystroke waits for at most about one commit. The caller
-awaits the frame's future and only then forwards it. If the store fails, every waiting and
-later frame fails with :class:`AuditUnavailable` and nothing more is forwarded.
+``submit()`` queues a frame and waits only while too much is in flight, which is how a slow
+store makes the upstream read wait. One writer task per session commits everything queued so
+far in one transaction (group commit): frames that arrive during a commit go into the next one,
+so a keystroke waits for at most about one commit. Consecutive output frames of a commit are
+stored as one row of up to ``MAX_ROW`` bytes (a PTY hands out about 4 KiB per read; rows that
+small cost most of the time). Rows are chained (``chain.py``) as they are written. The caller
+awaits the frame's future and only then forwards the frame. If the store fails, every waiting
+and later frame fails with :class:`AuditUnavailable` and nothing more is forwarded.
 
 Commits run on an executor of the recorder's own, not on the single thread that
 ``database_sync_to_async`` shares across every consumer of the process.
@@ -18,7 +20,7 @@ import logging
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .chain import frame_digest, genesis
 from .commands import CommandLine
@@ -30,16 +32,35 @@ logger = logging.getLogger(__name__)
 EXECUTOR = ThreadPoolExecutor(max_workers=4, thread_name_prefix="terminals-audit")
 
 STDIN, STDOUT, RESIZE = "i", "o", "r"
+MAX_ROW = 64 * 1024  # bytes of output merged into one stored row at most
 
 
 class AuditUnavailable(Exception):
     """The audit store cannot be written; the session must end without forwarding more."""
 
 
+@dataclass(frozen=True)
+class Stored:
+    """Where a committed frame went: its row, and whether it ends that row."""
+
+    seq: int
+    last_in_row: bool
+
+
 @dataclass
 class _Queued:
-    frame: PendingFrame
-    done: asyncio.Future[None]
+    direction: str
+    data: bytes
+    offset_us: int
+    done: asyncio.Future[Stored]
+
+
+@dataclass
+class _Row:
+    direction: str
+    offset_us: int
+    parts: list[_Queued] = field(default_factory=list)
+    size: int = 0
 
 
 class Recorder:
@@ -72,8 +93,8 @@ class Recorder:
         """Microseconds since the session started (monotonic)."""
         return int((time.monotonic() - self.started) * 1_000_000)
 
-    async def submit(self, direction: str, data: bytes) -> asyncio.Future[None]:
-        """Chain and queue a frame; the returned future resolves once it is committed."""
+    async def submit(self, direction: str, data: bytes) -> asyncio.Future[Stored]:
+        """Queue a frame; the returned future resolves once it is committed."""
         while (
             self.in_flight_bytes >= self.max_bytes or self.in_flight_frames >= self.max_frames
         ) and self.failure is None:
@@ -81,21 +102,16 @@ class Recorder:
             await self._space.wait()
         if self.failure is not None or self._closing:
             raise AuditUnavailable("The audit store cannot be written.")
-        offset = self.offset_us()
-        digest = frame_digest(self.head, self.seq, offset, direction, data)
-        frame = PendingFrame(self.seq, offset, direction, data, digest.hex())
-        self.head = digest
-        self.seq += 1
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Queued(frame, done))
+        done: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Queued(direction, data, self.offset_us(), done))
         self.in_flight_bytes += len(data)
         self.in_flight_frames += 1
         self._wakeup.set()
         return done
 
-    async def record(self, direction: str, data: bytes) -> None:
+    async def record(self, direction: str, data: bytes) -> Stored:
         """Submit a frame and wait until it is committed."""
-        await (await self.submit(direction, data))
+        return await (await self.submit(direction, data))
 
     def add_commands(self, commands: list[CommandLine]) -> None:
         """Command lines go into the next commit (they are not part of the chain)."""
@@ -125,28 +141,36 @@ class Recorder:
             batch, self._queue = self._queue, []
             commands, self._commands = self._commands, []
             if batch or commands:
-                head = batch[-1].frame.digest if batch else None
+                rows = _rows(batch)
+                frames, head, seq = self._chain(rows)
                 try:
                     await loop.run_in_executor(
-                        EXECUTOR,
-                        write_batch,
-                        self.session_id,
-                        [queued.frame for queued in batch],
-                        commands,
-                        head if head is not None else self.head.hex(),
+                        EXECUTOR, write_batch, self.session_id, frames, commands, head.hex()
                     )
                 except Exception as exc:
                     logger.error("Audit store failed for session %s: %r", self.session_id, exc)
                     self._fail(exc, batch)
                     return
-                for queued in batch:
-                    if not queued.done.done():
-                        queued.done.set_result(None)
-                self.in_flight_bytes -= sum(len(q.frame.data) for q in batch)
+                self.head, self.seq = head, seq
+                for row, frame in zip(rows, frames, strict=True):
+                    for number, queued in enumerate(row.parts, start=1):
+                        if not queued.done.done():
+                            queued.done.set_result(Stored(frame.seq, number == len(row.parts)))
+                self.in_flight_bytes -= sum(len(queued.data) for queued in batch)
                 self.in_flight_frames -= len(batch)
                 self._space.set()
             if self._closing and not self._queue and not self._commands:
                 return
+
+    def _chain(self, rows: list[_Row]) -> tuple[list[PendingFrame], bytes, int]:
+        """Sequence numbers and digests for the rows, continuing the committed chain."""
+        frames, head, seq = [], self.head, self.seq
+        for row in rows:
+            data = b"".join(queued.data for queued in row.parts)
+            head = frame_digest(head, seq, row.offset_us, row.direction, data)
+            frames.append(PendingFrame(seq, row.offset_us, row.direction, data, head.hex()))
+            seq += 1
+        return frames, head, seq
 
     def _fail(self, exc: BaseException, batch: list[_Queued] | None = None) -> None:
         self.failure = exc
@@ -157,3 +181,20 @@ class Recorder:
                 queued.done.exception()
         self._queue = []
         self._space.set()
+
+
+def _rows(batch: list[_Queued]) -> list[_Row]:
+    """Group a batch into rows: consecutive output frames merge, up to ``MAX_ROW`` bytes."""
+    rows: list[_Row] = []
+    for queued in batch:
+        last = rows[-1] if rows else None
+        if (
+            last is not None
+            and queued.direction == STDOUT == last.direction
+            and last.size + len(queued.data) <= MAX_ROW
+        ):
+            last.parts.append(queued)
+            last.size += len(queued.data)
+        else:
+            rows.append(_Row(queued.direction, queued.offset_us, [queued], len(queued.data)))
+    return rows

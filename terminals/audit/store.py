@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import heapq
 import json
+import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -34,8 +36,34 @@ def write_batch(
     head: str,
 ) -> None:
     """Commit one group of frames, the commands found meanwhile and the new head, atomically."""
-    # The recorder's threads live long: drop connections the database has closed or broken.
-    close_old_connections()
+    _refresh_connection()
+    try:
+        _write(session_id, frames, commands, head)
+    except Exception:
+        _connection_checked.at = 0.0  # check (and drop) the connection before the next write
+        raise
+
+
+# The recorder's threads live long and are no request cycle: their connections are checked
+# (closed if broken or past CONN_MAX_AGE) at most every CONNECTION_CHECK seconds and after an
+# error, not before every commit, where a health check would cost a round trip per keystroke.
+CONNECTION_CHECK = 30.0
+_connection_checked = threading.local()
+
+
+def _refresh_connection() -> None:
+    now = time.monotonic()
+    if now - getattr(_connection_checked, "at", 0.0) > CONNECTION_CHECK:
+        close_old_connections()
+        _connection_checked.at = now
+
+
+def _write(
+    session_id: uuid.UUID,
+    frames: Sequence[PendingFrame],
+    commands: Sequence[CommandLine],
+    head: str,
+) -> None:
     counts = {"i": [0, 0], "o": [0, 0]}
     for frame in frames:
         if frame.direction in counts:
