@@ -14,16 +14,15 @@ from typing import Any
 
 import aiohttp
 
+from tests.fixtures.terminal_client import say
+
+__all__ = ["SessionFailed", "Stream", "Terminal", "say"]
+
 ACK_EVERY = 64 * 1024  # as the page does
 
 
 class SessionFailed(Exception):
     """The server closed the session, or a wait ran out of time."""
-
-
-def say(word: str) -> str:
-    """A shell command printing ``word`` + newline, written so that its echo does not match."""
-    return f"printf '\\{ord(word[0]):03o}{word[1:]}\\n'"
 
 
 @dataclass(frozen=True)

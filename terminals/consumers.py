@@ -50,6 +50,8 @@ SIZE_WAIT = 2.0
 # A shell that has printed nothing this long after the exec opened is taken as running;
 # a missing one is reported by the cluster within milliseconds.
 SHELL_SETTLE = 1.0
+# Committed output sent to the browser in one message at most.
+SEND_CHUNK = 64 * 1024
 # How long a closing session may take to commit its last frames.
 RECORDER_FLUSH = 10.0
 
@@ -114,9 +116,9 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         self.sent = 0  # output bytes sent to the browser
         self.acked = 0  # output bytes the browser says it has processed
         self.window_open = asyncio.Event()
-        self.outbox: asyncio.Queue[tuple[bytes, asyncio.Future[Stored]] | ExecStatus] = (
-            asyncio.Queue()
-        )
+        # Output in reading order, each with its commit's future; the exit status last.
+        self.outbox: deque[tuple[bytes, asyncio.Future[Stored]] | ExecStatus] = deque()
+        self.outbox_ready = asyncio.Event()
         # Output read from the pod and not yet sent to the browser; the pump waits while it is
         # over OUTPUT_BUFFER, so a browser that stops acknowledging stops the reading too.
         self.undelivered = 0
@@ -326,34 +328,56 @@ class TerminalConsumer(AsyncWebsocketConsumer):
                 done = await self.recorder.submit(STDOUT, event.data)
             except AuditUnavailable:
                 raise EndSession(CloseCode.AUDIT_UNAVAILABLE, AUDIT_DOWN) from None
-            self.outbox.put_nowait((event.data, done))
+            self.outbox.append((event.data, done))
+            self.outbox_ready.set()
             self.undelivered += len(event.data)
             while self.undelivered > self.config["OUTPUT_BUFFER"] and not self.ended:
                 self.outbox_space.clear()
                 await self.outbox_space.wait()
             event = await self.stream.receive()
-        self.outbox.put_nowait(event)
+        self.outbox.append(event)
+        self.outbox_ready.set()
 
     async def _forward_output(self) -> None:
-        """Deliver each output frame once it is committed, in order; then the exit."""
+        """Deliver output once it is committed, in order; then the exit.
+
+        Output frames already committed are sent together, up to ``SEND_CHUNK`` bytes: a PTY
+        hands out about 4 KiB per read, and one WebSocket message each would cost Daphne most
+        of its time.
+        """
         try:
             while True:
-                item = await self.outbox.get()
+                while not self.outbox:
+                    self.outbox_ready.clear()
+                    await self.outbox_ready.wait()
+                item = self.outbox.popleft()
                 if isinstance(item, ExecStatus):
                     await self._finish(item)
                     return
                 data, done = item
-                try:
-                    stored = await done
-                except AuditUnavailable:
-                    raise EndSession(CloseCode.AUDIT_UNAVAILABLE, AUDIT_DOWN) from None
-                await self._deliver(data)
-                self.undelivered -= len(data)
+                parts, size = [data], len(data)
+                stored = await done
+                while self.outbox:
+                    following = self.outbox[0]
+                    if isinstance(following, ExecStatus):
+                        break
+                    more, more_done = following
+                    if not more_done.done() or size + len(more) > SEND_CHUNK:
+                        break
+                    self.outbox.popleft()
+                    stored = more_done.result()
+                    parts.append(more)
+                    size += len(more)
+                payload = b"".join(parts) if len(parts) > 1 else data
+                await self._deliver(payload)
+                self.undelivered -= len(payload)
                 self.outbox_space.set()
                 # A watcher's snapshot covers whole rows only; rows of merged output end later.
                 self.delivered_seq = stored.seq if stored.last_in_row else stored.seq - 1
-                self._extract(functools.partial(self.extractor.output, data))
+                self._extract(functools.partial(self.extractor.output, payload))
                 await self._notify_watchers()
+        except AuditUnavailable:
+            await self._end(CloseCode.AUDIT_UNAVAILABLE, AUDIT_DOWN)
         except EndSession as end:
             await self._end(end.code, end.message)
 

@@ -86,7 +86,7 @@ async def test_stored_frames_equal_what_the_pod_received_and_the_browser_was_sen
     received = b""
     for start in starts:
         received = kubesim_stdin(kubesim, start)
-        if b"one" in received:
+        if "héllo wörld 日本".encode() in received:
             break
     await kubesim.event(lambda e: e["event"] == "exit" and e["exec"] == start["exec"])
     stdin = await sync_to_async(stored)(session_id, "i")
