@@ -50,6 +50,9 @@ SIZE_WAIT = 2.0
 # A shell that has printed nothing this long after the exec opened is taken as running;
 # a missing one is reported by the cluster within milliseconds.
 SHELL_SETTLE = 1.0
+# Output read ahead of the browser at most: room for several group commits in flight, which
+# keeps the store busy, and a bound on a session's memory when the browser stops reading.
+UNDELIVERED_LIMIT = 4 * 1024 * 1024
 # Committed output sent to the browser in one message at most.
 SEND_CHUNK = 64 * 1024
 # How long a closing session may take to commit its last frames.
@@ -120,7 +123,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         self.outbox: deque[tuple[bytes, asyncio.Future[Stored]] | ExecStatus] = deque()
         self.outbox_ready = asyncio.Event()
         # Output read from the pod and not yet sent to the browser; the pump waits while it is
-        # over OUTPUT_BUFFER, so a browser that stops acknowledging stops the reading too.
+        # over UNDELIVERED_LIMIT, so a browser that stops acknowledging stops the reading too.
         self.undelivered = 0
         self.outbox_space = asyncio.Event()
         self.extractor = CommandExtractor()
@@ -331,7 +334,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             self.outbox.append((event.data, done))
             self.outbox_ready.set()
             self.undelivered += len(event.data)
-            while self.undelivered > self.config["OUTPUT_BUFFER"] and not self.ended:
+            while self.undelivered > UNDELIVERED_LIMIT and not self.ended:
                 self.outbox_space.clear()
                 await self.outbox_space.wait()
             event = await self.stream.receive()
