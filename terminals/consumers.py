@@ -383,6 +383,11 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             await self._end(CloseCode.AUDIT_UNAVAILABLE, AUDIT_DOWN)
         except EndSession as end:
             await self._end(end.code, end.message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("Delivering output of session %s failed", self._session_id())
+            await self._end(CloseCode.UPSTREAM_FAILED, "The terminal failed; see the server log.")
 
     async def _notify_watchers(self, final: bool = False) -> None:
         """Tell watchers there is more to read: throttled, never one message per frame."""
