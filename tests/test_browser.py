@@ -322,3 +322,21 @@ def test_an_auditor_watches_a_live_session_and_ends_it(page: Page, daphne, brows
     watch.wait_for_function("watchApp.state === 'ended'")
     expect(watch.locator("#watch-ended")).to_contain_text("audrey ended the session.")
     context.close()
+
+
+def test_fifty_mebibytes_of_output_do_not_freeze_the_page(page: Page, daphne) -> None:
+    log_in_with_cookie(page, daphne.url, "sam")
+    page.goto(f"{daphne.url}/terminals/kubesim/default/web/?container=main")
+    wait_connected(page)
+    page.evaluate("terminalApp.term.focus()")
+    # A timer that notes the longest gap between its ticks: how long the page was frozen.
+    page.evaluate(
+        """() => { window.longestGap = 0; let last = performance.now();
+                   window.gapTimer = setInterval(() => { const now = performance.now();
+                     longestGap = Math.max(longestGap, now - last); last = now; }, 50); }"""
+    )
+    run(page, "seq 1 7000000; echo done-$((5*5))", "done-25")  # 55 MB
+    gap = page.evaluate("longestGap")
+    assert matching_lines(page, "7000000") == ["7000000"]
+    print(f"longest frozen: {gap:.0f} ms")
+    assert gap < 1000, f"the page froze for {gap:.0f} ms"
