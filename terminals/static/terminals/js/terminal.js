@@ -5,7 +5,7 @@ import { FitAddon } from "../vendor/xterm/addon-fit.mjs";
 import { SearchAddon } from "../vendor/xterm/addon-search.mjs";
 import { Unicode11Addon } from "../vendor/xterm/addon-unicode11.mjs";
 import { WebLinksAddon } from "../vendor/xterm/addon-web-links.mjs";
-import { screenLines } from "./screen.js";
+import { screenLines, socketUrl, stateSetter } from "./common.js";
 
 const STDIN_CHUNK = 16 * 1024; // below the server's frame limit (64 KiB by default)
 const ACK_EVERY = 64 * 1024; // tell the server what we have drawn, so it can send more
@@ -69,14 +69,9 @@ const app = {
 };
 window.terminalApp = app; // for tests and for people poking at the page
 
-function setState(state, text) {
-  app.state = state;
-  stateLabel.dataset.state = state;
-  stateLabel.textContent = text;
-}
+const setState = stateSetter(app, stateLabel);
 
-const url = new URL(element.dataset.socketPath, window.location.href);
-url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+const url = socketUrl(element.dataset.socketPath);
 if (element.dataset.container) url.searchParams.set("container", element.dataset.container);
 if (element.dataset.command) url.searchParams.set("command", element.dataset.command);
 

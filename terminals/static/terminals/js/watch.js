@@ -2,7 +2,7 @@
 // output as it is committed. Nothing typed here reaches the session.
 import { Terminal } from "../vendor/xterm/xterm.mjs";
 import { Unicode11Addon } from "../vendor/xterm/addon-unicode11.mjs";
-import { screenLines } from "./screen.js";
+import { screenLines, socketUrl, stateSetter } from "./common.js";
 
 const element = document.getElementById("terminal");
 const stateLabel = document.getElementById("watch-state");
@@ -17,14 +17,9 @@ const app = { term, state: "connecting", reason: "",
   screenLines: () => screenLines(term) };
 window.watchApp = app; // for tests
 
-function setState(state, text) {
-  app.state = state;
-  stateLabel.dataset.state = state;
-  stateLabel.textContent = text;
-}
+const setState = stateSetter(app, stateLabel);
 
-const url = new URL(element.dataset.socketPath, window.location.href);
-url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+const url = socketUrl(element.dataset.socketPath);
 const socket = new WebSocket(url);
 socket.binaryType = "arraybuffer";
 let last = null;
