@@ -79,9 +79,10 @@ def matching_lines(page: Page, pattern: str) -> list[str]:
     return [line for line in page.evaluate(ALL_LINES) if re.fullmatch(pattern, line)]
 
 
-def run(page: Page, command: str, pattern: str) -> str:
+def run(page: Page, command: str, pattern: str, **wait: Any) -> str:
     """Type ``command`` + Enter and wait for a new buffer line matching ``pattern`` (a whole-line
-    regex that the typed command line itself cannot match); return that line."""
+    regex that the typed command line itself cannot match); return that line. ``wait`` goes to
+    ``wait_for_function`` (timeout, polling)."""
     before = len(matching_lines(page, pattern))
     page.keyboard.type(command)
     page.keyboard.press("Enter")
@@ -92,6 +93,7 @@ def run(page: Page, command: str, pattern: str) -> str:
           return found.length > before && found[found.length - 1];
         }}""",
         arg=[pattern, before],
+        **wait,
     )
     return handle.json_value()
 
@@ -335,7 +337,8 @@ def test_fifty_mebibytes_of_output_do_not_freeze_the_page(page: Page, daphne) ->
                    window.gapTimer = setInterval(() => { const now = performance.now();
                      longestGap = Math.max(longestGap, now - last); last = now; }, 50); }"""
     )
-    run(page, "seq 1 7000000; echo done-$((5*5))", "done-25")  # 55 MB
+    # 55 MB; the search runs twice a second, not every frame, to leave the page its time.
+    run(page, "seq 1 7000000; echo done-$((5*5))", "done-25", timeout=180_000, polling=500)
     gap = page.evaluate("longestGap")
     assert matching_lines(page, "7000000") == ["7000000"]
     print(f"longest frozen: {gap:.0f} ms")
