@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 # Playwright's sync API runs an event loop in the test thread; Django's ORM would refuse it.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
@@ -10,3 +12,14 @@ pytest_plugins = [
     "tests.fixtures.daphne",
     "tests.fixtures.browser",
 ]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_worker_thread_connections(django_db_setup):
+    """Async tests reach the database through asgiref's shared worker thread, whose connection
+    would otherwise stay open and keep the test database from being dropped."""
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result()
