@@ -55,6 +55,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="terminals.E009",
             )
         )
+    if "default" not in getattr(settings, "CHANNEL_LAYERS", {}):
+        messages.append(
+            Error(
+                "CHANNEL_LAYERS has no 'default' layer: watching and ending sessions need one.",
+                hint="Use channels_redis.core.RedisChannelLayer (or, for one process, "
+                "channels.layers.InMemoryChannelLayer).",
+                id="terminals.E010",
+            )
+        )
     messages += _check_clusters(merged["CLUSTERS"])
     messages += _check_shells(merged["SHELLS"])
     messages += _check_numbers(merged)

@@ -55,6 +55,11 @@ def test_allowed_hosts_star_is_an_error(settings):
     assert ids(settings, {"CLUSTERS": {"a": {"in_cluster": True}}}) == ["terminals.E009"]
 
 
+def test_a_channel_layer_is_required(settings):
+    settings.CHANNEL_LAYERS = {}
+    assert ids(settings, {"CLUSTERS": {"a": {"in_cluster": True}}}) == ["terminals.E010"]
+
+
 def test_a_good_configuration_passes(settings):
     terminals = {
         "CLUSTERS": {
