@@ -12,6 +12,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from ...audit import store
+from ...conf import get_config
 from ...models import Session
 
 
@@ -27,9 +28,14 @@ class Command(BaseCommand):
         export.add_argument("-o", "--output", help="A file to write (default: standard output).")
         prune = actions.add_parser("prune", help="Delete sessions that ended before a date.")
         prune.add_argument("--before", required=True, help="YYYY-MM-DD or an ISO date-time.")
+        actions.add_parser(
+            "close-stale",
+            help="Mark sessions older than MAX_DURATION that never ended (their Daphne process "
+            "died) as ended.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        getattr(self, f"_{options['action']}")(options)
+        getattr(self, f"_{options['action'].replace('-', '_')}")(options)
 
     def _verify(self, options: dict[str, Any]) -> None:
         sessions = (
@@ -72,6 +78,17 @@ class Command(BaseCommand):
         )
         if live:
             self.stdout.write(f"Kept {live} session(s) that have not ended.")
+
+    def _close_stale(self, options: dict[str, Any]) -> None:
+        # No live session can be older than MAX_DURATION: its consumer would have ended it.
+        limit = timezone.now() - dt.timedelta(seconds=get_config()["MAX_DURATION"])
+        stale = Session.objects.filter(ended_at__isnull=True, started_at__lt=limit)
+        count = stale.update(
+            ended_at=timezone.now(),
+            end_reason=Session.EndReason.SERVER_ERROR,
+            end_message="Its server process stopped before the session ended.",
+        )
+        self.stdout.write(f"Marked {count} stale session(s) as ended.")
 
     def _session(self, value: str) -> Session:
         try:
