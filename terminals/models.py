@@ -234,11 +234,6 @@ class Frame(models.Model):
     def __str__(self) -> str:
         return f"{self.session_id} #{self.seq} {self.direction} {len(self.data)} bytes"
 
-    @property
-    def offset(self) -> float:
-        """Seconds since the session started."""
-        return self.offset_us / 1_000_000
-
 
 class Command(models.Model):
     """A command line as the user saw it on the screen when pressing Enter."""

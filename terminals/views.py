@@ -119,12 +119,7 @@ def session_cast(request: HttpRequest, session_id: uuid.UUID) -> StreamingHttpRe
 def session_replay(request: HttpRequest, session_id: uuid.UUID) -> HttpResponse:
     """asciinema-player on the session's cast, with its commands to jump to."""
     session = _session_or_404(session_id)
-    first_resize = (
-        session.frames.filter(direction="r").order_by("seq").values_list("data", flat=True).first()
-    )
-    cols, rows = (
-        cast.parse_size(bytes(first_resize)) if first_resize else None
-    ) or cast.DEFAULT_SIZE
+    cols, rows = store.initial_size(session)
     commands = list(session.commands.all())
     return render(
         request,

@@ -113,6 +113,17 @@ def verify_session(session: Session) -> Verdict:
     return verify(session.pk, chain_frames(session.pk), session.head_digest)
 
 
+def initial_size(session: Session) -> tuple[int, int]:
+    """The terminal's size at the start: its first resize, else asciicast's 80x24."""
+    first_resize = (
+        Frame.objects.filter(session=session, direction=Frame.Direction.RESIZE)
+        .order_by("seq")
+        .values_list("data", flat=True)
+        .first()
+    )
+    return (cast.parse_size(bytes(first_resize)) if first_resize else None) or cast.DEFAULT_SIZE
+
+
 def export_cast(
     session: Session, idle_time_limit: float | None = None, markers: bool = False
 ) -> Iterator[str]:
@@ -120,13 +131,7 @@ def export_cast(
 
     With ``markers``, each command line is also an ``m`` event, for the replay page to jump to.
     """
-    first_resize = (
-        Frame.objects.filter(session=session, direction=Frame.Direction.RESIZE)
-        .order_by("seq")
-        .values_list("data", flat=True)
-        .first()
-    )
-    size = (cast.parse_size(bytes(first_resize)) if first_resize else None) or cast.DEFAULT_SIZE
+    size = initial_size(session)
     frames: Iterator[cast.CastFrame] = (
         cast.CastFrame(f.offset_us, f.direction, f.data) for f in chain_frames(session.pk)
     )
