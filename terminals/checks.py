@@ -20,6 +20,10 @@ POSITIVE_INTEGERS = (
     "KEEPALIVE",
     "CONNECT_TIMEOUT",
     "OUTPUT_BUFFER",
+    "AUDIT_COMMIT_TIMEOUT",
+    "HEARTBEAT_INTERVAL",
+    "SERVER_TIMEOUT",
+    "DRAIN_TIMEOUT",
 )
 
 
@@ -164,6 +168,17 @@ def _check_numbers(config: dict[str, Any]) -> list[CheckMessage]:
                     id="terminals.E007",
                 )
             )
+    heartbeat, timeout = config["HEARTBEAT_INTERVAL"], config["SERVER_TIMEOUT"]
+    if not messages and timeout < 2 * heartbeat:
+        messages.append(
+            Error(
+                f"TERMINALS['SERVER_TIMEOUT'] ({timeout}) must be at least twice "
+                f"TERMINALS['HEARTBEAT_INTERVAL'] ({heartbeat}), or one late heartbeat would "
+                "have a live server's sessions ended as lost.",
+                hint="The defaults are 15 and 60 seconds.",
+                id="terminals.E011",
+            )
+        )
     limit = config["MAX_SESSIONS_PER_USER"]
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
         messages.append(

@@ -27,6 +27,10 @@ DEFAULTS: dict[str, Any] = {
     "IMPERSONATE": False,  # send Impersonate-User/-Group so the cluster's RBAC applies too
     "IMPERSONATE_GROUP_PREFIX": "",  # prefix for the Django group names sent as Impersonate-Group
     "OUTPUT_BUFFER": 1048576,  # bytes sent to a browser and not yet drained before reads pause
+    "AUDIT_COMMIT_TIMEOUT": 5,  # seconds a commit may take before the session ends (4503)
+    "HEARTBEAT_INTERVAL": 15,  # seconds between a serving process's heartbeats
+    "SERVER_TIMEOUT": 60,  # seconds without a heartbeat after which a process is taken as lost
+    "DRAIN_TIMEOUT": 10,  # seconds a session may take to end when the server stops (SIGTERM)
 }
 
 

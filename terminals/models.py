@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
@@ -128,6 +129,52 @@ class DeniedAttempt(models.Model):
         return f"{who} refused on {where} at {self.at:%Y-%m-%d %H:%M:%S}"
 
 
+class Server(models.Model):
+    """A serving process (a Daphne): registered when it starts serving, alive while it heartbeats.
+
+    Every live session names its server, so the sessions of a server that stopped heartbeating
+    (killed, out of memory, its node lost) are ended by the reaper of any other process.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    hostname = models.CharField(_("host name"), max_length=253)
+    pid = models.IntegerField(_("process id"))
+    started_at = models.DateTimeField(_("started"), auto_now_add=True)
+    heartbeat_at = models.DateTimeField(_("last heartbeat"), default=timezone.now, db_index=True)
+    stopped_at = models.DateTimeField(_("stopped"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("server process")
+        verbose_name_plural = _("server processes")
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"{self.hostname} pid {self.pid}"
+
+
+def alive_since() -> dt.datetime:
+    """Servers whose last heartbeat is older than this are lost."""
+    from .conf import get_config
+
+    return timezone.now() - dt.timedelta(seconds=get_config()["SERVER_TIMEOUT"])
+
+
+class SessionQuerySet(models.QuerySet["Session"]):
+    def live(self) -> SessionQuerySet:
+        """Sessions not ended whose server is alive: what counts against the per-user limit.
+
+        A session of a lost server is not live even before the reaper has ended its record.
+        Records from before servers were registered count while younger than MAX_DURATION.
+        """
+        from .conf import get_config
+
+        oldest = timezone.now() - dt.timedelta(seconds=get_config()["MAX_DURATION"])
+        return self.filter(ended_at__isnull=True).filter(
+            models.Q(server__stopped_at__isnull=True, server__heartbeat_at__gte=alive_since())
+            | models.Q(server__isnull=True, started_at__gte=oldest)
+        )
+
+
 class Session(models.Model):
     """One terminal: who opened it, where, when, and how it ended."""
 
@@ -142,6 +189,8 @@ class Session(models.Model):
         AUDIT_UNAVAILABLE = "audit_unavailable", _("audit store unavailable")
         NOT_FOUND = "not_found", _("no such pod or container")
         SERVER_ERROR = "server_error", _("server error")
+        SERVER_STOPPED = "server_stopped", _("server stopped")
+        SERVER_LOST = "server_lost", _("server lost")
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     user = models.ForeignKey(
@@ -182,6 +231,16 @@ class Session(models.Model):
     frames_out = models.BigIntegerField(_("frames out"), default=0)
     # The digest of the last frame: the end of the hash chain (see terminals.audit.chain).
     head_digest = models.CharField(_("head digest"), max_length=64, blank=True)
+    server = models.ForeignKey(
+        Server,
+        verbose_name=_("server process"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="sessions",
+    )
+
+    objects = SessionQuerySet.as_manager()
 
     class Meta:
         verbose_name = _("terminal session")
@@ -201,8 +260,13 @@ class Session(models.Model):
 
     @property
     def is_live(self) -> bool:
-        """True until the session has ended."""
-        return self.ended_at is None
+        """True until the session has ended, unless its server was lost."""
+        if self.ended_at is not None:
+            return False
+        server = self.server
+        if server is None:
+            return True
+        return server.stopped_at is None and server.heartbeat_at >= alive_since()
 
 
 class Frame(models.Model):

@@ -19,6 +19,9 @@ class CloseCode(IntEnum):
     """WebSocket close codes the terminal socket ends with."""
 
     NORMAL = 1000
+    INTERNAL_ERROR = 1011  # a bug: the session ended, its record says so
+    SERVER_RESTARTING = 1012  # the server is stopping (a deploy); connect again
+    TRY_AGAIN_LATER = 1013  # live watching is unavailable (the channel layer is down)
     BAD_REQUEST = 4400
     NOT_AUTHENTICATED = 4401
     FORBIDDEN = 4403
@@ -34,6 +37,9 @@ class CloseCode(IntEnum):
 
 #: The ``code`` word of the error message sent before each close code.
 ERROR_WORDS: dict[CloseCode, str] = {
+    CloseCode.INTERNAL_ERROR: "internal_error",
+    CloseCode.SERVER_RESTARTING: "server_restarting",
+    CloseCode.TRY_AGAIN_LATER: "live_unavailable",
     CloseCode.BAD_REQUEST: "bad_request",
     CloseCode.NOT_AUTHENTICATED: "not_authenticated",
     CloseCode.FORBIDDEN: "forbidden",
@@ -97,6 +103,9 @@ def decode_client_frame(
         message = json.loads(text_data)
     except ValueError:
         raise ProtocolError(CloseCode.BAD_REQUEST, "Text frames must be JSON objects.") from None
+    except RecursionError:
+        # json nests by recursion: "[[[[…" 30,000 deep fits in a frame and would crash here.
+        raise ProtocolError(CloseCode.BAD_REQUEST, "Text frames nest too deeply.") from None
     if not isinstance(message, dict):
         raise ProtocolError(CloseCode.BAD_REQUEST, "Text frames must be JSON objects.")
     kind = message.get("type")

@@ -1,0 +1,139 @@
+"""The channel-layer contract: group names, message types, and calls that survive its faults.
+
+A terminal's consumer joins :func:`terminal_group` (auditors' ``terminal.terminate`` and
+watchers' ``terminal.snapshot`` requests); watchers join :func:`watchers_group` (the session's
+``watch.progress`` notices, its ``watch.ended`` and the ``watch.snapshot`` reply). The terminal
+never depends on the layer: a Redis that is down, slow or full must not end a terminal, so
+every call here is bounded in time, and failures are logged and reported, never raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+# Message types, the "type" of each channel-layer message (Channels maps a.b to a_b()).
+TERMINATE = "terminal.terminate"  # to a terminal: an auditor ends it
+SNAPSHOT_REQUEST = "terminal.snapshot"  # to a terminal: a watcher wants the screen
+SNAPSHOT = "watch.snapshot"  # to one watcher: the screen
+PROGRESS = "watch.progress"  # to watchers: more output is committed
+ENDED = "watch.ended"  # to watchers: the session ended
+
+# A layer call that has not answered by then is taken as failed (Redis slow or gone).
+CALL_TIMEOUT = 2.0
+# Back-off between attempts to receive from a layer that fails, doubling up to the maximum.
+RETRY_FIRST, RETRY_MAX = 0.5, 5.0
+
+
+def terminal_group(session_id: uuid.UUID | str) -> str:
+    """The group of a running terminal (snapshot requests, terminate)."""
+    return f"terminals.session.{session_id}"
+
+
+def watchers_group(session_id: uuid.UUID | str) -> str:
+    """The group of a session's watchers (progress, ended)."""
+    return f"terminals.watchers.{session_id}"
+
+
+def terminate_message(user_id: int | None, username: str) -> dict[str, Any]:
+    """Ask a terminal to end, naming the auditor."""
+    return {"type": TERMINATE, "user_id": user_id, "username": username}
+
+
+def snapshot_request(reply_to: str) -> dict[str, Any]:
+    """Ask a terminal for its screen, to be sent to channel ``reply_to``."""
+    return {"type": SNAPSHOT_REQUEST, "reply_to": reply_to}
+
+
+def snapshot_message(screen: bytes, cols: int, rows: int, seq: int) -> dict[str, Any]:
+    """A terminal's screen, drawn as of output frame ``seq``."""
+    return {"type": SNAPSHOT, "screen": screen, "cols": cols, "rows": rows, "seq": seq}
+
+
+def progress_message(seq: int, final: bool = False) -> dict[str, Any]:
+    """Tell watchers that frames up to ``seq`` are committed (and, if ``final``, the end)."""
+    return {"type": ENDED if final else PROGRESS, "seq": seq}
+
+
+async def attempt(what: str, call: Awaitable[Any], timeout: float = CALL_TIMEOUT) -> bool:
+    """Await one layer call within ``timeout``; log a failure and return False instead of raising."""
+    try:
+        async with asyncio.timeout(timeout):
+            await call
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # Redis down, slow, full ("Too many connections"), …
+        logger.warning("Channel layer: %s failed: %r", what, exc)
+        return False
+    return True
+
+
+class ResilientReceiver:
+    """``receive()`` from the layer that never raises its faults: it waits and tries again.
+
+    Channels ends a consumer whose channel-layer receive raises (a terminal closed with 1011
+    when Redis went away). This retries with back-off instead, and calls ``on_recovered``
+    once the layer answers again after a failure, so the consumer can rejoin its groups: a
+    Redis that restarted has forgotten them.
+    """
+
+    def __init__(
+        self,
+        receive: Callable[[], Awaitable[dict[str, Any]]],
+        on_recovered: Callable[[], Awaitable[None]],
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._receive = receive
+        self._on_recovered = on_recovered
+        self._sleep = sleep
+        self.failing = False
+
+    async def __call__(self) -> dict[str, Any]:
+        delay = RETRY_FIRST
+        while True:
+            try:
+                message = await self._receive()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not self.failing:
+                    logger.warning("Channel layer: receive failed, retrying: %r", exc)
+                self.failing = True
+                await self._sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+                continue
+            if self.failing:
+                self.failing = False
+                logger.info("Channel layer: receiving again")
+                await self._on_recovered()
+            return message
+
+
+class Groups:
+    """The groups one consumer belongs to, joined again whenever the layer comes back."""
+
+    def __init__(self, layer: Any, channel: str) -> None:
+        self._layer = layer
+        self._channel = channel
+        self._names: set[str] = set()
+
+    async def join(self, group: str) -> bool:
+        """Join ``group`` (and remember it, to join again later if this fails)."""
+        self._names.add(group)
+        return await attempt(f"joining {group}", self._layer.group_add(group, self._channel))
+
+    async def rejoin(self) -> None:
+        """Join every remembered group again (after the layer recovered)."""
+        for group in sorted(self._names):
+            await attempt(f"joining {group}", self._layer.group_add(group, self._channel))
+
+    async def leave_all(self) -> None:
+        """Leave every group; failures only leave entries that expire in the layer."""
+        names, self._names = sorted(self._names), set()
+        for group in names:
+            await attempt(f"leaving {group}", self._layer.group_discard(group, self._channel))
