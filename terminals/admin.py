@@ -13,7 +13,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from .audit import store
-from .models import AccessRule, AuditPrune, Command, DeniedAttempt, Session
+from .models import AccessRule, AuditPrune, Command, DeniedAttempt, Server, Session, alive_since
 
 
 class ReadOnly:
@@ -79,18 +79,24 @@ class CommandInline(ReadOnly, admin.TabularInline):  # type: ignore[type-arg]
         return format_html('<a href="{}?command={}"><code>{}</code></a>', url, index, command.text)
 
 
+UNREAPED = _("server lost (not yet reaped)")
+
+
 class OutcomeFilter(admin.SimpleListFilter):
-    """Live, or how the session ended."""
+    """Live, lost with its server but not yet reaped, or how the session ended."""
 
     title = _("outcome")
     parameter_name = "outcome"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
-        return [("live", _("live")), *Session.EndReason.choices]
+        return [("live", _("live")), ("unreaped", UNREAPED), *Session.EndReason.choices]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Session]) -> QuerySet[Session]:
+        live = Session.objects.live().values("pk")
         if self.value() == "live":
-            return queryset.filter(ended_at__isnull=True)
+            return queryset.filter(pk__in=live)
+        if self.value() == "unreaped":
+            return queryset.filter(ended_at__isnull=True).exclude(pk__in=live)
         if self.value():
             return queryset.filter(end_reason=self.value())
         return queryset
@@ -100,13 +106,14 @@ class OutcomeFilter(admin.SimpleListFilter):
 class SessionAdmin(ReadOnlyAdmin):
     list_display = ["started_at", "username", "target", "duration", "exit_code", "state"]
     list_filter = [OutcomeFilter, "username", "cluster", "namespace", "started_at"]
+    list_select_related = ["server"]  # is_live reads the server's heartbeat
     search_fields = ["username", "pod", "namespace", "commands__text"]
     date_hierarchy = "started_at"
     inlines = [CommandInline]
     fields = readonly_fields = (
         "id", "username", "target_detail", "command", "client_address", "user_agent",
-        "started_at", "ended_at", "end_reason", "exit_code", "end_message", "ended_by_username",
-        "traffic", "chain", "links",
+        "started_at", "ended_at", "state", "end_reason", "exit_code", "end_message",
+        "ended_by_username", "server", "traffic", "chain", "links",
     )  # fmt: skip
 
     def get_search_results(
@@ -132,7 +139,11 @@ class SessionAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("state"))
     def state(self, session: Session) -> str:
-        return str(_("live")) if session.is_live else session.get_end_reason_display()
+        if session.is_live:
+            return str(_("live"))
+        if session.ended_at is None:
+            return str(UNREAPED)
+        return session.get_end_reason_display()
 
     @admin.display(description=_("traffic"))
     def traffic(self, session: Session) -> str:
@@ -167,6 +178,23 @@ class SessionAdmin(ReadOnlyAdmin):
                 )
             )  # fmt: skip
         return format_html_join(" · ", "{}", ((link,) for link in links))
+
+
+@admin.register(Server)
+class ServerAdmin(ReadOnlyAdmin):
+    list_display = ["__str__", "started_at", "heartbeat_at", "stopped_at", "state", "live_sessions"]
+    list_filter = ["hostname", "started_at"]
+    search_fields = ["hostname", "=pid"]
+
+    @admin.display(description=_("state"))
+    def state(self, server: Server) -> str:
+        if server.stopped_at is not None:
+            return str(_("stopped"))
+        return str(_("alive")) if server.heartbeat_at >= alive_since() else str(_("lost"))
+
+    @admin.display(description=_("live sessions"))
+    def live_sessions(self, server: Server) -> int:
+        return Session.objects.live().filter(server=server).count()
 
 
 @admin.register(AuditPrune)

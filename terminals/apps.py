@@ -1,6 +1,8 @@
-"""App configuration: registers the system checks."""
+"""App configuration: registers the system checks; under Daphne, starts the server registry."""
 
 from __future__ import annotations
+
+import sys
 
 from django.apps import AppConfig
 from django.utils.translation import gettext_lazy as _
@@ -18,3 +20,13 @@ class TerminalsConfig(AppConfig):
         )
 
         conf.connect_signals()
+        # Daphne imports its server (installing the asyncio reactor) before the application,
+        # so this is true in a Daphne process: heartbeats start with the reactor, not at the
+        # first terminal. Elsewhere (tests, management commands, other ASGI servers) nothing
+        # starts here; consumers start the registry when a terminal connects.
+        if "daphne.server" in sys.modules:
+            from .daphne import allow_server_close_codes
+            from .servers import start_with_daphne
+
+            allow_server_close_codes()
+            start_with_daphne()

@@ -10,10 +10,17 @@ every call here is bounded in time, and failures are logged and reported, never 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
+from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +68,7 @@ def progress_message(seq: int, final: bool = False) -> dict[str, Any]:
 
 
 async def attempt(what: str, call: Awaitable[Any], timeout: float = CALL_TIMEOUT) -> bool:
-    """Await one layer call within ``timeout``; log a failure and return False instead of raising."""
+    """Await one layer call within ``timeout``; log a failure and return False, never raise."""
     try:
         async with asyncio.timeout(timeout):
             await call
@@ -122,6 +129,16 @@ class Groups:
         self._channel = channel
         self._names: set[str] = set()
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """As Channels' ``dispatch``, without its ``aclose_old_connections()`` before each
+        message: that is a hop through the one database thread every consumer shares, so a
+        hung query would freeze every terminal's input; our ORM work goes through
+        ``database_sync_to_async``, which closes old connections itself."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
     async def join(self, group: str) -> bool:
         """Join ``group`` (and remember it, to join again later if this fails)."""
         self._names.add(group)
@@ -137,3 +154,109 @@ class Groups:
         names, self._names = sorted(self._names), set()
         for group in names:
             await attempt(f"leaving {group}", self._layer.group_discard(group, self._channel))
+
+
+class WatcherNotices:
+    """Tells a session's watchers that more output is committed, at most every ``interval``.
+
+    The output path only calls :meth:`progress` (no await, no layer call); :meth:`run` sends
+    the notices from a task of its own, so a slow or dead layer never holds output back.
+    """
+
+    def __init__(
+        self,
+        layer: Any,
+        session_id: uuid.UUID,
+        interval: float = 0.1,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._layer = layer
+        self._group = watchers_group(session_id)
+        self._interval = interval
+        self._sleep = sleep
+        self._seq = -1
+        self._pending = asyncio.Event()
+
+    def progress(self, seq: int) -> None:
+        """Frames up to ``seq`` are delivered."""
+        self._seq = seq
+        self._pending.set()
+
+    async def run(self) -> None:
+        """Send throttled notices until cancelled; never raises the layer's faults."""
+        while True:
+            await self._pending.wait()
+            self._pending.clear()
+            if self._layer is not None:
+                await attempt(
+                    "notifying watchers",
+                    self._layer.group_send(self._group, progress_message(self._seq)),
+                )
+            await self._sleep(self._interval)
+
+    async def ended(self, seq: int) -> None:
+        """The session ended; watchers read the rest from the store and say so."""
+        if self._layer is not None:
+            await attempt(
+                "notifying watchers of the end",
+                self._layer.group_send(self._group, progress_message(seq, final=True)),
+            )
+
+
+class ResilientConsumer(AsyncWebsocketConsumer):
+    """A WebSocket consumer that the channel layer's faults cannot end, and that hears of its
+    own cancellation.
+
+    As Channels' ``AsyncConsumer.__call__``, except that the layer is read through a
+    :class:`ResilientReceiver` (groups are joined with :meth:`join` and joined again when the
+    layer recovers), and that :meth:`cancelled` runs when the ASGI server cancels the
+    consumer: Daphne does that to every connection when it stops (SIGTERM), and to one whose
+    socket closed but whose consumer has not finished after its close timeout.
+    """
+
+    layer_groups: Groups | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        self.scope = scope
+        self.base_send = send
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        sources = [receive]
+        if self.channel_layer is not None:
+            self.channel_name = await self.channel_layer.new_channel()
+            self.layer_groups = Groups(self.channel_layer, self.channel_name)
+            self.channel_receive = ResilientReceiver(
+                functools.partial(self.channel_layer.receive, self.channel_name),
+                self.layer_groups.rejoin,
+            )
+            sources.append(self.channel_receive)
+        try:
+            await await_many_dispatch(sources, self.dispatch)
+        except StopConsumer:
+            pass
+        except asyncio.CancelledError:
+            await self.cancelled()
+            raise
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """As Channels' ``dispatch``, without its ``aclose_old_connections()`` before each
+        message: that is a hop through the one database thread every consumer shares, so a
+        hung query would freeze every terminal's input; our ORM work goes through
+        ``database_sync_to_async``, which closes old connections itself."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    async def join(self, group: str) -> bool:
+        """Join a channel-layer group; False (logged, retried on recovery) if the layer fails."""
+        if self.layer_groups is None:
+            return False
+        return await self.layer_groups.join(group)
+
+    async def leave_groups(self) -> None:
+        """Leave every group joined with :meth:`join`."""
+        if self.layer_groups is not None:
+            await self.layer_groups.leave_all()
+
+    async def cancelled(self) -> None:
+        """The ASGI server cancelled this consumer; override to end what it holds."""

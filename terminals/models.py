@@ -188,6 +188,7 @@ class Session(models.Model):
         UPSTREAM_FAILED = "upstream_failed", _("cluster error")
         AUDIT_UNAVAILABLE = "audit_unavailable", _("audit store unavailable")
         NOT_FOUND = "not_found", _("no such pod or container")
+        FORBIDDEN = "forbidden", _("not permitted")
         SERVER_ERROR = "server_error", _("server error")
         SERVER_STOPPED = "server_stopped", _("server stopped")
         SERVER_LOST = "server_lost", _("server lost")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
+import uuid
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from .models import DeniedAttempt, Session
+from .models import DeniedAttempt, Server, Session
 from .permissions import ExecTarget
 
 
@@ -19,18 +19,25 @@ def open_session(
     client_address: str | None,
     user_agent: str,
     max_sessions: int,
-    max_duration: int,
+    max_duration: int | None = None,
+    *,
+    server_id: uuid.UUID | None = None,
 ) -> Session | None:
-    """Create the Session row, or return None if the user has ``max_sessions`` live ones."""
+    """Create the Session row on ``server_id``, or None if the user has ``max_sessions`` live.
+
+    Live means ``Session.objects.live()``: a session of a lost server does not count, even
+    before the reaper ends it. ``max_duration`` is no longer used (``live()`` reads it for
+    records without a server); it stays so that older callers keep working.
+    """
     with transaction.atomic():
         # Serialises concurrent connects of one user, so the limit holds under a race.
         get_user_model().objects.select_for_update().filter(pk=user.pk).first()
-        if max_sessions:
-            # A session older than the maximum duration cannot be live (its process died).
-            since = timezone.now() - dt.timedelta(seconds=max_duration)
-            live = Session.objects.filter(user=user, ended_at__isnull=True, started_at__gte=since)
-            if live.count() >= max_sessions:
-                return None
+        if max_sessions and Session.objects.live().filter(user=user).count() >= max_sessions:
+            return None
+        if server_id is not None and not Server.objects.filter(pk=server_id).exists():
+            # The row is gone (deleted by hand, or a test's flush): the next heartbeat
+            # registers again and adopts this session.
+            server_id = None
         return Session.objects.create(
             user=user,
             username=user.get_username(),
@@ -41,6 +48,7 @@ def open_session(
             command=[target.command] if target.command else [],
             client_address=client_address,
             user_agent=user_agent[:512],
+            server_id=server_id,
         )
 
 

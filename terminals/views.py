@@ -15,8 +15,8 @@ from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpRespons
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from . import live
 from .audit import cast, store
-from .consumers import terminal_group
 from .impersonation import impersonation_headers
 from .kube.clusters import UnknownCluster, all_clusters, get_cluster
 from .kube.pods import PodInfo, PodListError, list_pods
@@ -25,6 +25,11 @@ from .permissions import ExecTarget, may_exec
 from .records import record_denial
 
 logger = logging.getLogger(__name__)
+
+LIVE_UNAVAILABLE = (
+    "The session could not be reached: live control is unavailable because the server's "
+    "channel layer (Redis) does not answer. The session goes on; try again in a moment."
+)
 
 
 @dataclass
@@ -155,15 +160,19 @@ def session_end(request: HttpRequest, session_id: uuid.UUID) -> HttpResponse:
     """End a live session for its user (4409); the session records who ended it."""
     session = _session_or_404(session_id)
     if session.is_live:
-        async_to_sync(get_channel_layer().group_send)(
-            terminal_group(session.pk),
-            {
-                "type": "terminal.terminate",
-                "user_id": request.user.pk,
-                "username": request.user.get_username(),
-            },
+        sent = async_to_sync(live.attempt)(
+            "ending a session",
+            get_channel_layer().group_send(
+                live.terminal_group(session.pk),
+                live.terminate_message(request.user.pk, request.user.get_username()),
+            ),
         )
-        messages.success(request, f"Asked the session of {session.username} to end.")
+        if sent:
+            messages.success(request, f"Asked the session of {session.username} to end.")
+        else:
+            messages.error(request, LIVE_UNAVAILABLE)
+    elif session.ended_at is None:
+        messages.info(request, "That session's server was lost; the reaper records its end.")
     else:
         messages.info(request, "That session had already ended.")
     return redirect("terminals:session-watch", session_id=session.pk)

@@ -15,11 +15,9 @@ import uuid
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 
-from . import protocol
+from . import live, protocol
 from .audit.cast import parse_size
-from .consumers import terminal_group, watchers_group
 from .models import Frame, Session
 from .protocol import CloseCode
 
@@ -29,9 +27,13 @@ SNAPSHOT_WAIT = 3.0  # seconds to wait for the session's screen before replaying
 POLL_INTERVAL = 1.0  # seconds between reads of the store when no notice comes
 BATCH = 500  # frames per read
 FALLBACK_BYTES = 256 * 1024  # output replayed when the session's process does not answer
+LIVE_UNAVAILABLE = (
+    "Watching is unavailable: the server cannot reach its channel layer (Redis). The session "
+    "goes on and is recorded; try again in a moment, or replay it later."
+)
 
 
-class WatchConsumer(AsyncWebsocketConsumer):
+class WatchConsumer(live.ResilientConsumer):
     """Streams a live session's screen and output to an auditor; input is ignored."""
 
     async def connect(self) -> None:
@@ -59,7 +61,17 @@ class WatchConsumer(AsyncWebsocketConsumer):
         if not session.is_live:
             await self._refuse(CloseCode.NOT_FOUND, "The session has ended: replay it instead.")
             return
-        await self.channel_layer.group_add(watchers_group(self.session_id), self.channel_name)
+        joined = await self.join(live.watchers_group(self.session_id))
+        asked = joined and await live.attempt(
+            "asking for a screen",
+            self.channel_layer.group_send(
+                live.terminal_group(self.session_id), live.snapshot_request(self.channel_name)
+            ),
+        )
+        if not asked:
+            await self.leave_groups()
+            await self._refuse(CloseCode.TRY_AGAIN_LATER, LIVE_UNAVAILABLE)
+            return
         self.tasks.append(asyncio.create_task(self._stream()))
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -68,10 +80,7 @@ class WatchConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         for task in self.tasks:
             task.cancel()
-        if hasattr(self, "session_id"):
-            await self.channel_layer.group_discard(
-                watchers_group(self.session_id), self.channel_name
-            )
+        await self.leave_groups()
 
     # Channel-layer messages.
 
@@ -88,10 +97,6 @@ class WatchConsumer(AsyncWebsocketConsumer):
     # The stream.
 
     async def _stream(self) -> None:
-        await self.channel_layer.group_send(
-            terminal_group(self.session_id),
-            {"type": "terminal.snapshot", "reply_to": self.channel_name},
-        )
         try:
             snapshot = await asyncio.wait_for(self.snapshot, SNAPSHOT_WAIT)
         except TimeoutError:
@@ -115,7 +120,7 @@ class WatchConsumer(AsyncWebsocketConsumer):
                     text_data=json.dumps(
                         {
                             "type": "ended",
-                            "reason": session.get_end_reason_display() if session else "",
+                            "reason": _reason(session),
                             "exit_code": session.exit_code if session else None,
                             "ended_by": session.ended_by_username if session else "",
                         }
@@ -161,7 +166,7 @@ class WatchConsumer(AsyncWebsocketConsumer):
 
     @database_sync_to_async
     def _session(self) -> Session | None:
-        return Session.objects.filter(pk=self.session_id).first()
+        return Session.objects.select_related("server").filter(pk=self.session_id).first()
 
     @database_sync_to_async
     def _frames_after(self, seq: int) -> list[tuple[int, str, bytes]]:
@@ -187,3 +192,12 @@ class WatchConsumer(AsyncWebsocketConsumer):
             if size >= FALLBACK_BYTES:
                 break
         return frames[::-1]
+
+
+def _reason(session: Session | None) -> str:
+    """Why the watched session is over, also when its server was lost and not yet reaped."""
+    if session is None:
+        return "deleted"
+    if session.ended_at is None:
+        return str(Session.EndReason.SERVER_LOST.label)
+    return str(session.get_end_reason_display())

@@ -108,3 +108,19 @@ def test_denials_are_listed(superuser_client):
     )  # fmt: skip
     page = superuser_client.get("/admin/terminals/deniedattempt/").content.decode()
     assert "eve" in page and "You may not open a terminal on kubesim/prod/db." in page
+
+
+def test_only_sessions_of_live_servers_are_listed_as_live(superuser_client):
+    from tests.test_servers import make_server, make_session
+
+    running = make_session(make_server("web-1", 11))
+    unreaped = make_session(make_server("web-2", 22, age=61))
+    page = superuser_client.get("/admin/terminals/session/?outcome=live").content.decode()
+    assert "1 terminal session" in page and f"{running.pk}" in page
+    page = superuser_client.get("/admin/terminals/session/?outcome=unreaped").content.decode()
+    assert "1 terminal session" in page and f"{unreaped.pk}" in page
+    assert "server lost (not yet reaped)" in page
+    page = superuser_client.get(f"/admin/terminals/session/{unreaped.pk}/change/").content.decode()
+    assert "web-2 pid 22" in page and "server lost (not yet reaped)" in page
+    page = superuser_client.get("/admin/terminals/server/").content.decode()
+    assert "web-1 pid 11" in page and "alive" in page and "lost" in page

@@ -4,6 +4,7 @@ import pytest
 from django.contrib.auth.models import Group
 from django.core.management import call_command
 
+from terminals.models import Session
 from tests.fixtures.users import make_user
 
 pytestmark = pytest.mark.django_db
@@ -21,20 +22,14 @@ def test_the_auditors_group_gets_the_review_permissions(capsys):
     assert "Updated group 'Auditors'" in capsys.readouterr().out
 
 
-def test_close_stale_ends_sessions_older_than_the_maximum_duration(capsys, settings):
-    import datetime as dt
+def test_close_stale_ends_the_sessions_of_lost_servers(capsys):
+    from tests.test_servers import make_server, make_session
 
-    from django.utils import timezone
-
-    from terminals.models import Session
-
-    settings.TERMINALS = {**settings.TERMINALS, "MAX_DURATION": 3600}
-    old = Session.objects.create(username="a", cluster="c", namespace="n", pod="p")
-    Session.objects.filter(pk=old.pk).update(started_at=timezone.now() - dt.timedelta(hours=2))
-    fresh = Session.objects.create(username="b", cluster="c", namespace="n", pod="p")
+    lost = make_session(make_server(age=61))
+    live = make_session(make_server())
     call_command("audit", "close-stale")
-    assert "Marked 1 stale session(s) as ended." in capsys.readouterr().out
-    old.refresh_from_db()
-    fresh.refresh_from_db()
-    assert old.end_reason == Session.EndReason.SERVER_ERROR and old.ended_at is not None
-    assert fresh.is_live
+    assert "Ended 1 session(s) of lost server processes." in capsys.readouterr().out
+    lost.refresh_from_db()
+    live.refresh_from_db()
+    assert lost.end_reason == Session.EndReason.SERVER_LOST and lost.ended_at is not None
+    assert live.is_live

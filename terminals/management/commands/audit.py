@@ -1,4 +1,4 @@
-"""``manage.py audit verify|export|prune``: check, export and trim the audit trail."""
+"""``manage.py audit verify|export|prune|close-stale``: check, export and trim the audit trail."""
 
 from __future__ import annotations
 
@@ -11,13 +11,16 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
+from ... import servers
 from ...audit import store
-from ...conf import get_config
 from ...models import Session
 
 
 class Command(BaseCommand):
-    help = "Verify session hash chains, export a session as asciicast, or prune old sessions."
+    help = (
+        "Verify session hash chains, export a session as asciicast, prune old sessions, or end "
+        "the sessions of lost server processes."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -30,8 +33,8 @@ class Command(BaseCommand):
         prune.add_argument("--before", required=True, help="YYYY-MM-DD or an ISO date-time.")
         actions.add_parser(
             "close-stale",
-            help="Mark sessions older than MAX_DURATION that never ended (their Daphne process "
-            "died) as ended.",
+            help="End the sessions of server processes that stopped heartbeating (for "
+            "SERVER_TIMEOUT) or stopped, as every server's reaper does on its own.",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -80,15 +83,10 @@ class Command(BaseCommand):
             self.stdout.write(f"Kept {live} session(s) that have not ended.")
 
     def _close_stale(self, options: dict[str, Any]) -> None:
-        # No live session can be older than MAX_DURATION: its consumer would have ended it.
-        limit = timezone.now() - dt.timedelta(seconds=get_config()["MAX_DURATION"])
-        stale = Session.objects.filter(ended_at__isnull=True, started_at__lt=limit)
-        count = stale.update(
-            ended_at=timezone.now(),
-            end_reason=Session.EndReason.SERVER_ERROR,
-            end_message="Its server process stopped before the session ended.",
-        )
-        self.stdout.write(f"Marked {count} stale session(s) as ended.")
+        # The reaper that every serving process runs, here on demand (no health wait: the
+        # operator asks for it).
+        count = servers.reap()
+        self.stdout.write(f"Ended {count} session(s) of lost server processes.")
 
     def _session(self, value: str) -> Session:
         try:

@@ -1,0 +1,179 @@
+"""Admission: who may open a terminal on what, decided before anything is asked of a cluster.
+
+In order: the names (Kubernetes names, never sent on otherwise), the login, the cluster, the
+permission (``terminals.exec_pod``), the per-user limit (live sessions only). Refusals of a bad
+request, an anonymous user and a forbidden target are written down as ``DeniedAttempt``s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from django.db import DatabaseError
+
+from .. import protocol, records
+from ..impersonation import impersonation_headers
+from ..kube.clusters import UnknownCluster, get_cluster
+from ..models import Session
+from ..permissions import ExecTarget, may_exec
+from ..protocol import CloseCode
+from .ending import EndSession
+
+logger = logging.getLogger(__name__)
+
+# Refusals written down as DeniedAttempt records.
+DENIALS = {CloseCode.BAD_REQUEST, CloseCode.NOT_AUTHENTICATED, CloseCode.FORBIDDEN}
+STORE_DOWN = "The audit store is unavailable, so no terminal can open."
+# The scope key terminals.middleware sets when the store failed while looking up the user.
+STORE_UNAVAILABLE = "terminals.store_unavailable"
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A connect that may go ahead: its open record and what to send the cluster."""
+
+    record: Session
+    target: ExecTarget
+    impersonation: list[tuple[str, str]]
+
+
+def target_from_scope(scope: Mapping[str, Any]) -> ExecTarget:
+    """What the URL asks for, not yet validated."""
+    kwargs = scope["url_route"]["kwargs"]
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    return ExecTarget(
+        cluster=kwargs["cluster"],
+        namespace=kwargs["namespace"],
+        pod=kwargs["pod"],
+        container=(query.get("container") or [""])[0],
+        command=(query.get("command") or [""])[0],
+    )
+
+
+def client_address(scope: Mapping[str, Any]) -> str | None:
+    """The browser's address as the ASGI server saw it."""
+    client = scope.get("client")
+    return str(client[0]) if client else None
+
+
+def user_agent(scope: Mapping[str, Any]) -> str:
+    """The browser's User-Agent header."""
+    for name, value in scope.get("headers", []):
+        if name == b"user-agent":
+            return str(value.decode("latin-1"))
+    return ""
+
+
+class Admission:
+    """Admits one connect, or raises :class:`EndSession` with the refusal."""
+
+    def __init__(
+        self,
+        scope: Mapping[str, Any],
+        config: Mapping[str, Any],
+        server_id: uuid.UUID | None = None,
+        server_stopping: bool = False,
+    ) -> None:
+        self.scope = scope
+        self.config = config
+        self.server_id = server_id
+        self.server_stopping = server_stopping
+        self.target = target_from_scope(scope)
+
+    async def admit(self) -> Admitted:
+        """Check everything, open the record; denials are recorded before raising."""
+        try:
+            return await self._admit()
+        except EndSession as end:
+            if end.ending.code in DENIALS:
+                await self.record_denial(self.target, end.ending.code, end.ending.message)
+            raise
+
+    async def _admit(self) -> Admitted:
+        if self.server_stopping:
+            raise EndSession(
+                CloseCode.SERVER_RESTARTING,
+                "The server is restarting; open the terminal again in a moment.",
+            )
+        invalid = self.target.invalid_reason()
+        if invalid:
+            raise EndSession(CloseCode.BAD_REQUEST, invalid)
+        if self.scope.get(STORE_UNAVAILABLE):
+            raise EndSession(CloseCode.AUDIT_UNAVAILABLE, STORE_DOWN)
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            raise EndSession(CloseCode.NOT_AUTHENTICATED, "Log in to open a terminal.")
+        try:
+            get_cluster(self.target.cluster)
+        except UnknownCluster:
+            raise EndSession(
+                CloseCode.NOT_FOUND, f"There is no cluster called {self.target.cluster!r}."
+            ) from None
+        impersonation = await self.permitted(self.target)
+        if impersonation is None:
+            raise EndSession(CloseCode.FORBIDDEN, f"You may not open a terminal on {self.target}.")
+        record = await self._store(self._open_record)
+        if record is None:
+            raise EndSession(
+                CloseCode.TOO_MANY_SESSIONS,
+                f"You have {self.config['MAX_SESSIONS_PER_USER']} terminals open already; "
+                "close one first.",
+            )
+        return Admitted(record, self.target, impersonation)
+
+    async def permitted(self, target: ExecTarget) -> list[tuple[str, str]] | None:
+        """The impersonation headers if the user may open ``target``, else None."""
+        headers: list[tuple[str, str]] | None = await self._store(self._permitted, target)
+        return headers
+
+    async def record_denial(self, target: ExecTarget, code: CloseCode, message: str) -> None:
+        """Write down a refusal; a store that fails only loses this record, logged."""
+        try:
+            await self._store(self._record_denial, target, code, message)
+        except EndSession:
+            logger.error("Could not record a denied attempt on %s: %s", target, message)
+
+    async def _store(self, function: Any, *args: Any) -> Any:
+        """Run ORM work in Channels' database thread, bounded; a failing store is a 4503."""
+        try:
+            async with asyncio.timeout(self.config["AUDIT_COMMIT_TIMEOUT"]):
+                return await database_sync_to_async(function)(*args)
+        except (DatabaseError, TimeoutError) as exc:
+            logger.error("The audit store failed during admission: %r", exc)
+            raise EndSession(CloseCode.AUDIT_UNAVAILABLE, STORE_DOWN) from exc
+
+    # Synchronous ORM work.
+
+    def _permitted(self, target: ExecTarget) -> list[tuple[str, str]] | None:
+        user = self.scope["user"]
+        if not may_exec(user, target):
+            return None
+        return impersonation_headers(user)  # reads the user's groups: here, once
+
+    def _open_record(self) -> Session | None:
+        return records.open_session(
+            self.scope["user"],
+            self.target,
+            client_address(self.scope),
+            user_agent(self.scope),
+            self.config["MAX_SESSIONS_PER_USER"],
+            self.config["MAX_DURATION"],
+            server_id=self.server_id,
+        )
+
+    def _record_denial(self, target: ExecTarget, code: CloseCode, message: str) -> None:
+        records.record_denial(
+            self.scope.get("user"),
+            target,
+            protocol.ERROR_WORDS[code],
+            message,
+            client_address(self.scope),
+            user_agent(self.scope),
+        )

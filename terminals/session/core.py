@@ -1,0 +1,344 @@
+"""TerminalSession: one terminal, from the browser's first frame to its recorded end.
+
+Its life is an explicit :class:`State`: STARTING (waiting for the browser's size, opening the
+exec), RUNNING (``ready`` sent), ENDING, ENDED. One supervisor runs its tasks together (the
+shell with its output pump, the watchdog, the watchers' notices); the first to finish or fail
+decides how the session ends and the others are cancelled. Every cause, from inside (exit,
+idle, a failed store or cluster, a bug) or outside (the browser's frames or its leaving, an
+auditor, the server stopping), goes through :meth:`TerminalSession.end`, which runs once:
+
+1. cancel the tasks (no more reading from the pod), 2. hang up the exec, 3. commit what the
+recorder holds, 4. record the end (owed to the server registry if the store is down),
+5. tell the watchers, 6. tell the browser why, then close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import functools
+import logging
+import uuid
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from .. import protocol
+from ..audit.commands import CommandExtractor, CommandLine
+from ..audit.recorder import RESIZE, STDIN, AuditUnavailable, Stored
+from ..kube.exec import ExecStatus, Output
+from ..protocol import Ack, ClientMessage, CloseCode, Resize, Stdin
+from .ending import Ending, EndSession, audit_unavailable, exited, internal_error
+from .flow import FlowWindow
+from .launcher import ExecPort, Launched
+from .pump import OutputPump
+from .tasks import first_of
+from .watchdog import Watchdog
+
+logger = logging.getLogger(__name__)
+
+# How long to wait for the browser's size before starting the shell without it.
+SIZE_WAIT = 2.0
+
+
+class State(enum.Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    ENDING = "ending"
+    ENDED = "ended"
+
+
+class Browser(Protocol):
+    """The browser's socket."""
+
+    async def send_text(self, text: str) -> None: ...
+    async def send_bytes(self, data: bytes) -> None: ...
+    async def close_with(self, code: int) -> None: ...
+
+
+class Shell(Protocol):
+    """The exec side: start the shell, hang it up."""
+
+    async def launch(self, size: Callable[[], tuple[int, int] | None]) -> Launched: ...
+    async def close(self) -> None: ...
+
+
+class Recorder(Protocol):
+    """The audit recorder (``terminals.audit.recorder.Recorder``)."""
+
+    async def submit(self, direction: str, data: bytes) -> asyncio.Future[Stored]: ...
+    async def record(self, direction: str, data: bytes) -> Stored: ...
+    def offset_us(self) -> int: ...
+    def add_commands(self, commands: list[CommandLine]) -> None: ...
+    async def close(self) -> None: ...
+    def abandon(self) -> None: ...
+
+
+class Records(Protocol):
+    """The session's row in the store."""
+
+    async def mark_running(self, container: str, command: list[str]) -> None: ...
+    async def end(self, ending: Ending) -> None: ...
+
+
+class Notices(Protocol):
+    """The watchers' notices (throttled; never the output itself)."""
+
+    def progress(self, seq: int) -> None: ...
+    async def run(self) -> None: ...
+    async def ended(self, seq: int) -> None: ...
+
+
+class TerminalSession:
+    """One terminal; see the module docstring."""
+
+    def __init__(
+        self,
+        session_id: uuid.UUID,
+        *,
+        browser: Browser,
+        shell: Shell,
+        recorder: Recorder,
+        records: Records,
+        notices: Notices,
+        watchdog: Watchdog,
+        window: FlowWindow,
+        max_early_input: int,
+        flush_timeout: float,
+        size_wait: float = SIZE_WAIT,
+    ) -> None:
+        self.id = session_id
+        self.state = State.STARTING
+        self.ending: Ending | None = None
+        self._browser = browser
+        self._shell = shell
+        self._recorder = recorder
+        self._records = records
+        self._notices = notices
+        self.watchdog = watchdog
+        self.window = window
+        self._max_early_input = max_early_input
+        self._flush_timeout = flush_timeout
+        self._size_wait = size_wait
+        self.size: tuple[int, int] | None = None
+        self._sized = asyncio.Event()
+        self._stream: ExecPort | None = None
+        self._exec_up = False
+        self._early_input: deque[bytes] = deque()
+        self._early_bytes = 0
+        self.screen = CommandExtractor()
+        self.delivered_seq = -1  # the last output frame delivered (and fed to the screen)
+        self._supervisor: asyncio.Task[None] | None = None
+        self._ended = asyncio.Event()
+
+    # Starting and ending.
+
+    def start(self) -> None:
+        """Start the supervisor; the session runs until :meth:`end`."""
+        self._supervisor = asyncio.create_task(self._supervise(), name=f"terminal {self.id}")
+
+    async def end(self, ending: Ending) -> None:
+        """The one end path; later calls wait for the first to finish."""
+        if self.state in (State.ENDING, State.ENDED):
+            await self._ended.wait()
+            return
+        self.state = State.ENDING
+        self.ending = ending
+        logger.info("Terminal session %s ends: %d %s", self.id, int(ending.code), ending.message)
+        try:
+            supervisor = self._supervisor
+            if supervisor is not None and supervisor is not asyncio.current_task():
+                supervisor.cancel()
+                await asyncio.gather(supervisor, return_exceptions=True)
+            self.window.close()
+            await self._quietly("hanging up the exec", self._shell.close())
+            await self._flush()
+            await self._records.end(ending)
+            await self._quietly("notifying watchers", self._notices.ended(self.delivered_seq))
+            if ending.tell_browser:
+                await self._tell_browser(ending)
+        finally:
+            self.state = State.ENDED
+            self._ended.set()
+
+    async def wait_ended(self) -> None:
+        """Return once the session has ended."""
+        await self._ended.wait()
+
+    # Frames from the browser, in order.
+
+    async def handle(self, message: ClientMessage) -> None:
+        """Act on one decoded browser frame; input is committed before it goes on."""
+        if self.state not in (State.STARTING, State.RUNNING):
+            return
+        if isinstance(message, Ack):
+            self.window.ack(message.bytes)
+            return
+        self.watchdog.touch()
+        if isinstance(message, Resize):
+            await self._resize(message.cols, message.rows)
+        elif isinstance(message, Stdin):
+            await self._stdin(message.data)
+
+    async def _resize(self, cols: int, rows: int) -> None:
+        if not await self._commit(RESIZE, f"{cols}x{rows}".encode()):
+            return
+        self.size = (cols, rows)
+        self._sized.set()
+        self._extract(functools.partial(self._resize_screen, cols, rows))
+        if self._exec_up and self._stream is not None:
+            await self._to_pod(self._stream.send_resize(cols, rows))
+
+    async def _stdin(self, data: bytes) -> None:
+        offset = self._recorder.offset_us()
+        if not await self._commit(STDIN, data):
+            return
+        self._extract(lambda: self.screen.stdin(data, offset))
+        if self._exec_up and self._stream is not None:
+            await self._to_pod(self._stream.send_stdin(data))
+            return
+        # Typed before the shell is up: hold it, within reason.
+        self._early_bytes += len(data)
+        if self._early_bytes > self._max_early_input:
+            await self.end(
+                Ending.of(
+                    CloseCode.FRAME_TOO_LARGE, "Too much input before the terminal was ready."
+                )
+            )
+            return
+        self._early_input.append(data)
+
+    async def _commit(self, direction: str, data: bytes) -> bool:
+        """Commit a browser frame; False (and the session ends) if it cannot be."""
+        try:
+            await self._recorder.record(direction, data)
+        except AuditUnavailable:
+            await self.end(audit_unavailable())
+            return False
+        # The session may have ended while the commit ran: then nothing goes on.
+        return self.state in (State.STARTING, State.RUNNING)
+
+    def _resize_screen(self, cols: int, rows: int) -> list[CommandLine]:
+        self.screen.resize(cols, rows)
+        return []
+
+    # For watchers.
+
+    def snapshot(self) -> dict[str, Any]:
+        """The screen as of the last delivered output frame."""
+        screen = self.screen.screen
+        return {
+            "screen": screen.render(),
+            "cols": screen.screen.columns,
+            "rows": screen.screen.lines,
+            "seq": self.delivered_seq,
+        }
+
+    # The supervised work.
+
+    async def _supervise(self) -> None:
+        try:
+            first = await first_of(self._run(), self.watchdog.run(), self._notices.run())
+            # Notices never finish; if they did, it would be a bug like any other.
+            ending = first if first is not None else internal_error()
+        except EndSession as end:
+            ending = end.ending
+        except Exception:
+            logger.exception("Terminal session %s failed", self.id)
+            ending = internal_error()
+        await self.end(ending)
+
+    async def _run(self) -> Ending:
+        """Start the shell, pump its output until it exits; the ending that gives."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._size_wait):
+                await self._sized.wait()  # a client that sends no size gets the default
+        launched = await self._shell.launch(lambda: self.size)
+        stream = self._stream = launched.stream
+        await self._records.mark_running(launched.container, launched.command)
+        self.state = State.RUNNING
+        await self._browser.send_text(
+            protocol.ready_message(str(self.id), launched.container, launched.command)
+        )
+        if self.size and self.size != launched.size:
+            await stream.send_resize(*self.size)
+        while self._early_input:
+            await stream.send_stdin(self._early_input.popleft())
+        self._exec_up = True  # no await since the queue was found empty: nothing is lost
+        pump = OutputPump(stream.receive, self._recorder, self._deliver, self._delivered)
+        status = await pump.run(launched.first)
+        return self._ending_for(status)
+
+    @staticmethod
+    def _ending_for(status: ExecStatus) -> Ending:
+        if status.code is None:
+            message = status.message or "The connection to the cluster was lost."
+            return Ending.of(CloseCode.UPSTREAM_FAILED, message)
+        return exited(status.code)
+
+    async def _deliver(self, data: bytes) -> None:
+        """Send committed output, holding back while the browser has too much unprocessed."""
+        await self.window.wait()
+        self.watchdog.touch()
+        self.window.sending(len(data))
+        await self._browser.send_bytes(data)
+
+    def _delivered(self, data: bytes, stored: Stored) -> None:
+        # A watcher's snapshot covers whole rows only; rows of merged output end later.
+        self.delivered_seq = stored.seq if stored.last_in_row else stored.seq - 1
+        self._extract(functools.partial(self.screen.output, data))
+        self._notices.progress(self.delivered_seq)
+
+    # Helpers.
+
+    async def _to_pod(self, sending: Any) -> None:
+        try:
+            await sending
+        except (ConnectionError, OSError, RuntimeError) as exc:
+            # The exec is going away; the pump sees its end and ends the session.
+            logger.debug("Write to the exec of session %s failed: %r", self.id, exc)
+        except Exception as exc:  # aiohttp.ClientError and kin: the same
+            logger.debug("Write to the exec of session %s failed: %r", self.id, exc)
+
+    def _extract(self, find: Callable[[], list[CommandLine]]) -> None:
+        """Record the command lines ``find`` returns; its failure never harms the terminal."""
+        try:
+            commands = find()
+        except Exception:
+            logger.exception("Command extraction failed in session %s", self.id)
+            return
+        self._recorder.add_commands(commands)
+
+    async def _flush(self) -> None:
+        """Commit what the recorder holds (frames read but not delivered are kept), bounded."""
+        try:
+            async with asyncio.timeout(self._flush_timeout):
+                await self._recorder.close()
+        except TimeoutError:
+            logger.error("Session %s: the last frames could not be committed in time", self.id)
+            self._recorder.abandon()
+        except Exception as exc:
+            logger.error("Session %s: the last commit failed: %r", self.id, exc)
+
+    async def _tell_browser(self, ending: Ending) -> None:
+        if ending.code == CloseCode.NORMAL:
+            text = protocol.exit_message(ending.exit_code)
+        else:
+            text = protocol.error_message(ending.code, ending.message)
+        try:
+            await self._browser.send_text(text)
+            await self._browser.close_with(int(ending.code))
+        except Exception as exc:  # the browser may be gone; the record above still counts
+            logger.info("Could not tell the browser why session %s ended: %r", self.id, exc)
+
+    async def _quietly(self, what: str, awaitable: Any) -> None:
+        try:
+            async with asyncio.timeout(self._flush_timeout):
+                await awaitable
+        except Exception as exc:
+            logger.warning("Session %s: %s failed: %r", self.id, what, exc)
+
+
+# Output events the session's stream yields, re-exported for fakes in tests.
+__all__ = ["Browser", "ExecStatus", "Output", "Records", "State", "TerminalSession"]

@@ -1,0 +1,94 @@
+"""Why a session ends: the close code and message the browser gets, and the record's reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..models import Session
+from ..protocol import CloseCode
+
+EndReason = Session.EndReason
+
+REASONS: dict[CloseCode, str] = {
+    CloseCode.NORMAL: EndReason.EXIT,
+    CloseCode.BAD_REQUEST: EndReason.PROTOCOL_ERROR,
+    CloseCode.FRAME_TOO_LARGE: EndReason.PROTOCOL_ERROR,
+    CloseCode.NOT_FOUND: EndReason.NOT_FOUND,
+    CloseCode.FORBIDDEN: EndReason.FORBIDDEN,
+    CloseCode.IDLE: EndReason.IDLE,
+    CloseCode.MAX_DURATION: EndReason.MAX_DURATION,
+    CloseCode.ENDED_BY_AUDITOR: EndReason.ENDED_BY_AUDITOR,
+    CloseCode.UPSTREAM_FAILED: EndReason.UPSTREAM_FAILED,
+    CloseCode.AUDIT_UNAVAILABLE: EndReason.AUDIT_UNAVAILABLE,
+    CloseCode.SERVER_RESTARTING: EndReason.SERVER_STOPPED,
+    CloseCode.INTERNAL_ERROR: EndReason.SERVER_ERROR,
+}
+
+AUDIT_DOWN = "The audit store cannot be written, so the session was stopped."
+SERVER_STOPPING = "The server is restarting. Your session was recorded and ended; open a new one."
+INTERNAL_ERROR = (
+    "The terminal failed because of a server error; the session was recorded and ended."
+)
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How one session ends; :meth:`TerminalSession.end` takes exactly one of these."""
+
+    code: CloseCode
+    message: str
+    reason: str
+    exit_code: int | None = None
+    ended_by: tuple[int | None, str] | None = None
+    # False when the browser is gone already (nothing to tell it).
+    tell_browser: bool = True
+
+    @classmethod
+    def of(cls, code: CloseCode, message: str) -> Ending:
+        """The ending for a close code, with the record's reason that goes with it."""
+        return cls(code, message, REASONS.get(code, EndReason.SERVER_ERROR))
+
+
+def exited(exit_code: int) -> Ending:
+    """The process exited with ``exit_code``."""
+    return Ending(CloseCode.NORMAL, "", EndReason.EXIT, exit_code=exit_code)
+
+
+def browser_closed(ws_code: int) -> Ending:
+    """The browser's socket closed (a tab closed, the network went)."""
+    return Ending(
+        CloseCode.NORMAL, f"WebSocket {ws_code}", EndReason.CLIENT_CLOSED, tell_browser=False
+    )
+
+
+def server_stopping() -> Ending:
+    """The serving process is stopping (SIGTERM, a deploy)."""
+    return Ending.of(CloseCode.SERVER_RESTARTING, SERVER_STOPPING)
+
+
+def internal_error() -> Ending:
+    """A bug: an exception nobody expected, anywhere in the session."""
+    return Ending.of(CloseCode.INTERNAL_ERROR, INTERNAL_ERROR)
+
+
+def audit_unavailable() -> Ending:
+    """The audit store cannot be written: fail closed."""
+    return Ending.of(CloseCode.AUDIT_UNAVAILABLE, AUDIT_DOWN)
+
+
+def ended_by_auditor(user_id: int | None, username: str) -> Ending:
+    """An auditor ended the session."""
+    return Ending(
+        CloseCode.ENDED_BY_AUDITOR,
+        f"{username or 'An auditor'} ended this session.",
+        EndReason.ENDED_BY_AUDITOR,
+        ended_by=(user_id, username),
+    )
+
+
+class EndSession(Exception):
+    """Raised inside a session's parts to end it; carries the :class:`Ending`."""
+
+    def __init__(self, code: CloseCode, message: str) -> None:
+        super().__init__(message)
+        self.ending = Ending.of(code, message)

@@ -1,0 +1,47 @@
+"""The flow-control window: output sent to the browser and not yet acknowledged."""
+
+from __future__ import annotations
+
+import asyncio
+
+
+class FlowWindow:
+    """Lets output through while fewer than ``size`` bytes are unacknowledged.
+
+    The browser acks the bytes it has drawn; a browser that stops acking receives ``size``
+    bytes (plus the message in flight) and then nothing more, which stops the output pump.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.sent = 0
+        self.acked = 0
+        self._open = asyncio.Event()
+        self._open.set()
+        self._closed = False
+
+    @property
+    def unacknowledged(self) -> int:
+        """Bytes sent and not yet acknowledged."""
+        return self.sent - self.acked
+
+    async def wait(self) -> None:
+        """Return once more may be sent (or the window is closed)."""
+        while not self._closed and self.unacknowledged >= self.size:
+            self._open.clear()
+            await self._open.wait()
+
+    def sending(self, count: int) -> None:
+        """Count ``count`` bytes as sent."""
+        self.sent += count
+
+    def ack(self, count: int) -> None:
+        """The browser has processed ``count`` more bytes (never more than were sent)."""
+        self.acked = min(self.sent, self.acked + count)
+        if self.unacknowledged < self.size:
+            self._open.set()
+
+    def close(self) -> None:
+        """Release every waiter for good (the session is ending)."""
+        self._closed = True
+        self._open.set()

@@ -1,0 +1,58 @@
+"""The session's own row, written from the event loop: bounded, and never lost.
+
+Writes run in a thread of their own (not Channels' single database thread, which every
+consumer shares) and are bounded by ``AUDIT_COMMIT_TIMEOUT``. An end that cannot be written
+(the store is down) is handed to the server registry, which writes it once the store is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+from channels.db import database_sync_to_async
+
+from .. import records
+from ..protocol import CloseCode
+from .ending import AUDIT_DOWN, Ending, EndSession
+
+logger = logging.getLogger(__name__)
+
+
+class SessionRecord:
+    """Marks the record running and ends it (see the module docstring)."""
+
+    def __init__(self, session_id: uuid.UUID, timeout: float, registry: Any) -> None:
+        self.session_id = session_id
+        self.timeout = timeout
+        self._registry = registry
+
+    async def mark_running(self, container: str, command: list[str]) -> None:
+        """Record the container and argv that really run (after shell fallback)."""
+        try:
+            await self._write(records.mark_running, self.session_id, container, command)
+        except Exception as exc:
+            logger.error("Session %s: could not record its start: %r", self.session_id, exc)
+            raise EndSession(CloseCode.AUDIT_UNAVAILABLE, AUDIT_DOWN) from exc
+
+    async def end(self, ending: Ending) -> None:
+        """Record the end; if the store cannot take it now, the registry retries it."""
+        args = (ending.reason, ending.exit_code, ending.message, ending.ended_by)
+        try:
+            await self._write(records.close_session, self.session_id, *args)
+        except Exception as exc:
+            logger.error(
+                "Session %s: could not record its end now (%r); it will be written once the "
+                "store answers",
+                self.session_id,
+                exc,
+            )
+            self._registry.owe_end(self.session_id, *args)
+        finally:
+            self._registry.untrack(self.session_id)
+
+    async def _write(self, function: Any, *args: Any) -> None:
+        async with asyncio.timeout(self.timeout):
+            await database_sync_to_async(function, thread_sensitive=False)(*args)

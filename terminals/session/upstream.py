@@ -1,0 +1,109 @@
+"""The cluster side of one session: its connection, the pod lookup and the exec request.
+
+Every failure becomes an :class:`EndSession` with the close code and message the browser
+gets; a refusal by the cluster's own RBAC is also written down as a denial.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from asgiref.sync import sync_to_async
+
+from ..kube.clusters import ClusterUnavailable, Connection, get_cluster
+from ..kube.exec import ExecStream, KubernetesError, exec_path, get_json, open_exec
+from ..permissions import ExecTarget
+from ..protocol import CloseCode
+from .ending import EndSession
+
+logger = logging.getLogger(__name__)
+
+UNREACHABLE = "The cluster cannot be reached."
+
+#: Writes down a refusal: (target, close code, message).
+DenialRecorder = Callable[[ExecTarget, CloseCode, str], Awaitable[None]]
+
+
+class Upstream:
+    """Talks to the API server for one session; :meth:`close` ends every exec it opened."""
+
+    def __init__(
+        self,
+        target: ExecTarget,
+        headers: list[tuple[str, str]],
+        connect_timeout: float,
+        keepalive: float,
+        record_denial: DenialRecorder,
+    ) -> None:
+        self.target = target
+        self.headers = headers
+        self.connect_timeout = connect_timeout
+        self.keepalive = keepalive
+        self._record_denial = record_denial
+        self._connection: Connection | None = None
+        self._http: aiohttp.ClientSession | None = None
+
+    async def connect(self) -> None:
+        """Load the cluster's connection (in a thread: kubeconfigs and plugins block)."""
+        cluster = get_cluster(self.target.cluster)
+        try:
+            self._connection = await sync_to_async(cluster.connection, thread_sensitive=False)()
+        except ClusterUnavailable as exc:
+            logger.warning("%s", exc)
+            raise EndSession(CloseCode.UPSTREAM_FAILED, "The cluster is not configured.") from exc
+        # One HTTP session per terminal: closing it closes every exec it opened. limit=0,
+        # because aiohttp's default of 100 connections would stall the 101st terminal.
+        self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+
+    async def get_pod(self) -> dict[str, Any]:
+        """The pod's object, as the API server has it."""
+        http, connection = self._ready()
+        path = f"/api/v1/namespaces/{self.target.namespace}/pods/{self.target.pod}"
+        try:
+            return await get_json(http, connection, path, self.headers, self.connect_timeout)
+        except KubernetesError as error:
+            raise await self._refusal(error) from error
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise EndSession(CloseCode.UPSTREAM_FAILED, UNREACHABLE) from exc
+
+    async def open(self, container: str, command: list[str]) -> ExecStream:
+        """Open the exec of ``command`` in ``container``."""
+        http, connection = self._ready()
+        path = exec_path(self.target.namespace, self.target.pod, command, container)
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                return await open_exec(
+                    http, connection, path, self.headers, self.connect_timeout, self.keepalive
+                )
+        except KubernetesError as error:
+            raise await self._refusal(error, container) from error
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            logger.warning("Exec to %s failed: %r", self.target, exc)
+            raise EndSession(CloseCode.UPSTREAM_FAILED, UNREACHABLE) from exc
+
+    async def close(self) -> None:
+        """Close the HTTP session and with it every exec: the API server hangs them up."""
+        if self._http is not None and not self._http.closed:
+            await self._http.close()
+
+    def _ready(self) -> tuple[aiohttp.ClientSession, Connection]:
+        if self._http is None or self._connection is None:
+            raise RuntimeError("Upstream.connect() first")
+        return self._http, self._connection
+
+    async def _refusal(self, error: KubernetesError, container: str = "") -> EndSession:
+        if error.http_status == 404 or (
+            error.http_status == 400 and "is not valid for pod" in error.message
+        ):
+            return EndSession(CloseCode.NOT_FOUND, error.message or "No such pod or container.")
+        message = f"The cluster refused: {error.message or error.reason}"
+        if error.http_status in (401, 403):
+            # Django allowed it but the cluster's RBAC did not: a denial all the same.
+            target = dataclasses.replace(self.target, container=container or self.target.container)
+            await self._record_denial(target, CloseCode.UPSTREAM_FAILED, message)
+        return EndSession(CloseCode.UPSTREAM_FAILED, message)
