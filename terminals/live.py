@@ -129,16 +129,6 @@ class Groups:
         self._channel = channel
         self._names: set[str] = set()
 
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        """As Channels' ``dispatch``, without its ``aclose_old_connections()`` before each
-        message: that is a hop through the one database thread every consumer shares, so a
-        hung query would freeze every terminal's input; our ORM work goes through
-        ``database_sync_to_async``, which closes old connections itself."""
-        handler = getattr(self, get_handler_name(message), None)
-        if handler is None:
-            raise ValueError(f"No handler for message type {message['type']}")
-        await handler(message)
-
     async def join(self, group: str) -> bool:
         """Join ``group`` (and remember it, to join again later if this fails)."""
         self._names.add(group)

@@ -182,7 +182,7 @@ async def test_the_export_plays_in_asciinema_and_matches_the_output(
     )
     assert response.status_code == 200
     assert response["Content-Type"] == "application/x-asciicast"
-    cast = b"".join(response.streaming_content)
+    cast = await sync_to_async(b"".join)(response.streaming_content)  # reads the store
     path = tmp_path / "session.cast"
     path.write_bytes(cast)
     played = await asyncio.to_thread(

@@ -9,6 +9,7 @@ import json
 
 import aiohttp
 import pytest
+from asgiref.sync import sync_to_async
 
 from terminals.models import Session
 from tests.fixtures.daphne import daphne_environment, run_daphne
@@ -179,7 +180,7 @@ async def test_refusals_say_why(daphne, staff_cookie, path, code, word, text):
 async def test_anonymous_and_unprivileged_users_are_refused(daphne):
     async with terminal(daphne, WEB, None) as client:
         assert await client.until_closed() == 4401
-    cookie = session_cookie(make_user("nobody", is_staff=True))
+    cookie = await sync_to_async(lambda: session_cookie(make_user("nobody", is_staff=True)))()
     async with terminal(daphne, WEB, cookie) as client:
         assert await client.until_closed() == 4403
         assert client.messages == [

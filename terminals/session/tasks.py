@@ -41,5 +41,14 @@ async def all_of(*coroutines: Coroutine[Any, Any, Any]) -> list[Any]:
 async def _cancel(tasks: Sequence[asyncio.Future[Any]]) -> None:
     for task in tasks:
         task.cancel()
-    # Shielded, so that a second cancellation of the caller cannot leave children running.
-    await asyncio.shield(asyncio.gather(*tasks, return_exceptions=True))
+    # Wait for the children even through further cancellations of the caller (then re-raise
+    # once they are done), so that nothing started by first_of/all_of outlives it.
+    children = asyncio.gather(*tasks, return_exceptions=True)
+    interrupted = False
+    while not children.done():
+        try:
+            await asyncio.shield(children)
+        except asyncio.CancelledError:
+            interrupted = True
+    if interrupted:
+        raise asyncio.CancelledError
