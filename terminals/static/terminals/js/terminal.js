@@ -13,6 +13,9 @@ const ACK_EVERY = 64 * 1024; // tell the server what we have drawn, so it can se
 const CLOSE_REASONS = {
   1000: "The session ended.",
   1006: "The connection was lost.",
+  1011: "The terminal failed because of a server error.",
+  1012: "The server is restarting; open a new session in a moment.",
+  1013: "The server cannot do that right now; try again in a moment.",
   4400: "The request was not valid.",
   4401: "You are not logged in.",
   4403: "You may not open this terminal.",
