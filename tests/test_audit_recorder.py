@@ -1,19 +1,25 @@
-"""The recorder against the real database: write-ahead, group commit, bounded, fail-closed."""
+"""The recorder against the real database: write-ahead, group commit, bounded, fail-closed.
+
+Store faults (a lost connection, a hung commit) are played by fake writers around or instead of
+the real ``store.write_batch``, injected through the constructor.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import connection, connections
+from django.db import IntegrityError, OperationalError, connection, connections
 
 from terminals.audit import recorder as recorder_module
 from terminals.audit import store
 from terminals.audit.recorder import STDIN, STDOUT, AuditUnavailable, Recorder
-from terminals.models import Frame, Session
+from terminals.models import Command, Frame, Session
 from tests.fixtures.users import make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -47,11 +53,11 @@ class GatedWrites:
         self.entered = threading.Event()
         real = recorder_module.write_batch
 
-        def write_batch(session_id, frames, commands, head):
+        def write_batch(session_id, frames, commands, head, **kwargs):
             self.entered.set()
             self.gate.wait(10)
             self.sizes.append(len(frames))
-            real(session_id, frames, commands, head)
+            real(session_id, frames, commands, head, **kwargs)
 
         monkeypatch.setattr(recorder_module, "write_batch", write_batch)
 
@@ -128,3 +134,154 @@ async def test_a_failing_store_fails_every_waiting_and_later_frame(session_id):
         await recorder.close()
     frames = [bytes(f.data) async for f in Frame.objects.filter(session_id=session_id)]
     assert frames == [b"before\r"]
+
+
+class FlakyWrites:
+    """The real write_batch behind a fake connection loss on the first ``failures`` calls.
+
+    ``landed`` plays an acknowledgement lost after the commit: the batch is written, then the
+    connection error is raised anyway.
+    """
+
+    def __init__(self, failures: int, landed: bool = False, error: Exception | None = None):
+        self.failures = failures
+        self.landed = landed
+        self.error = error or OperationalError("server closed the connection unexpectedly")
+        self.calls: list[bool] = []  # the retry flag of each call
+
+    def __call__(self, session_id, frames, commands, head, *, retry=False):
+        self.calls.append(retry)
+        if len(self.calls) <= self.failures:
+            if self.landed:
+                store.write_batch(session_id, frames, commands, head, retry=retry)
+            raise self.error
+        store.write_batch(session_id, frames, commands, head, retry=retry)
+
+
+@pytest.mark.parametrize("landed", [False, True], ids=["lost-before-commit", "lost-ack"])
+async def test_a_lost_connection_is_retried_once_and_each_frame_stored_once(session_id, landed):
+    writes = FlakyWrites(failures=1, landed=landed)
+    recorder = Recorder(session_id, write=writes, commit_timeout=10)
+    stored_first = await recorder.record(STDIN, b"ls\r")
+    assert writes.calls == [False, True]
+    assert stored_first.seq == 0
+    # The chain goes on from the batch that was committed (once).
+    assert (await recorder.record(STDOUT, b"file\r\n")).seq == 1
+    await recorder.close()
+    rows = [(f.seq, bytes(f.data)) async for f in Frame.objects.filter(session_id=session_id)]
+    assert rows == [(0, b"ls\r"), (1, b"file\r\n")]
+    session = await Session.objects.aget(pk=session_id)
+    assert session.frames_in == 1 and session.frames_out == 1
+    assert (await sync_to_async(store.verify_session)(session)).ok
+
+
+async def test_a_commands_only_batch_that_landed_is_not_stored_twice(session_id):
+    from terminals.audit.commands import CommandLine
+
+    writes = FlakyWrites(failures=1, landed=True)
+    recorder = Recorder(session_id, write=writes, commit_timeout=10)
+    await recorder.record(STDIN, b"ls\r")  # fails once, landed: retried
+    recorder.add_commands([CommandLine(5, "$ ls", "ls")])
+    await recorder.close()
+    assert writes.calls == [False, True, False]
+    texts = [c.text async for c in Command.objects.filter(session_id=session_id)]
+    assert texts == ["ls"]
+
+
+async def test_a_second_connection_failure_ends_the_recording(session_id):
+    writes = FlakyWrites(failures=2)
+    recorder = Recorder(session_id, write=writes, commit_timeout=10)
+    with pytest.raises(AuditUnavailable):
+        await recorder.record(STDIN, b"ls\r")
+    assert writes.calls == [False, True]
+    assert recorder.failure is not None
+    with pytest.raises(AuditUnavailable):
+        await recorder.submit(STDIN, b"more")
+    await recorder.close()
+    assert await stored(session_id) == 0
+
+
+@pytest.mark.parametrize(
+    "error",
+    [IntegrityError("duplicate key"), RuntimeError("a bug")],
+    ids=["integrity", "bug"],
+)
+async def test_only_connection_errors_are_retried(session_id, error):
+    writes = FlakyWrites(failures=1, error=error)
+    recorder = Recorder(session_id, write=writes, commit_timeout=10)
+    with pytest.raises(AuditUnavailable):
+        await recorder.record(STDIN, b"ls\r")
+    assert writes.calls == [False]
+    await recorder.close()
+
+
+class HangingWrites:
+    """A writer that blocks until released (at the end of the test, so its thread ends)."""
+
+    def __init__(self):
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.calls = 0
+
+    def __call__(self, session_id, frames, commands, head, *, retry=False):
+        self.calls += 1
+        self.entered.set()
+        self.release.wait(30)
+
+
+@pytest.fixture
+def hanging():
+    writes = HangingWrites()
+    yield writes
+    writes.release.set()
+
+
+async def test_a_hung_commit_fails_every_waiter_after_the_commit_timeout(hanging):
+    recorder = Recorder(uuid.uuid4(), write=hanging, commit_timeout=0.05)
+    in_commit = await recorder.submit(STDIN, b"ls\r")
+    queued = await recorder.submit(STDIN, b"pwd\r")
+    started = time.monotonic()
+    async with asyncio.timeout(5):  # a test failure, not a hang, if the bound is missing
+        with pytest.raises(AuditUnavailable):
+            await in_commit
+        with pytest.raises(AuditUnavailable):
+            await queued
+    assert time.monotonic() - started < 2
+    assert isinstance(recorder.failure, AuditUnavailable)
+    with pytest.raises(AuditUnavailable):
+        await recorder.submit(STDIN, b"later")
+
+
+async def test_close_does_not_wait_for_a_hung_commit(hanging):
+    recorder = Recorder(uuid.uuid4(), write=hanging, commit_timeout=0.05)
+    done = await recorder.submit(STDOUT, b"last words")
+    async with asyncio.timeout(5):
+        await recorder.close()
+    with pytest.raises(AuditUnavailable):
+        await done
+
+
+async def test_a_commit_queued_behind_a_hung_thread_is_bounded_too(hanging):
+    """Two sessions share a one-thread executor; the second does not wait for the first."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        stuck = Recorder(uuid.uuid4(), write=hanging, commit_timeout=0.05, executor=pool)
+        behind = Recorder(uuid.uuid4(), write=hanging, commit_timeout=0.05, executor=pool)
+        first = await stuck.submit(STDIN, b"a")
+        await asyncio.to_thread(hanging.entered.wait, 5)  # the first commit has the thread
+        async with asyncio.timeout(5):
+            with pytest.raises(AuditUnavailable):
+                await behind.record(STDIN, b"b")
+            with pytest.raises(AuditUnavailable):
+                await first
+        assert hanging.calls == 1  # the queued commit never ran: it was given up, not left
+    finally:
+        hanging.release.set()
+        pool.shutdown()
+
+
+async def test_the_commit_timeout_defaults_to_the_setting(settings):
+    settings.TERMINALS = {**settings.TERMINALS, "AUDIT_COMMIT_TIMEOUT": 0.25}
+    recorder = Recorder(uuid.uuid4(), write=HangingWrites())
+    assert recorder.commit_timeout == 0.25
+    recorder.abandon()

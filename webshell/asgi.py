@@ -1,4 +1,8 @@
-"""ASGI entry point: Django for HTTP, the terminal WebSockets behind origin and auth checks."""
+"""ASGI entry point: Django for HTTP, the terminal WebSockets behind origin and auth checks.
+
+The auth stack is Channels' own, except that a database outage while resolving the user lets
+the terminal refuse with 4503 (``terminals.middleware``) instead of failing the handshake.
+"""
 
 import os
 
@@ -8,17 +12,17 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webshell.settings")
 # Django must be set up before anything imports models, so this comes first.
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from terminals.middleware import TerminalsAuthMiddlewareStack  # noqa: E402
 from terminals.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+            TerminalsAuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),
     }
 )

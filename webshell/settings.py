@@ -107,6 +107,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Server-side binding sends bytea as binary parameters instead of hex in the SQL text:
     # 2.6x the audit throughput in shared/reference/performance-notes.md.
     DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True
+    # A database host that stops answering would hold a connecting thread for the kernel's
+    # TCP timeout (minutes); sessions end in time regardless (AUDIT_COMMIT_TIMEOUT), but the
+    # recorder's threads should be free again soon: give up connecting after 5 s.
+    DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", 5)
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets readers (the portal, the admin) work while a session's audit commits.
     DATABASES["default"]["OPTIONS"] = {

@@ -11,20 +11,33 @@ and later frame fails with :class:`AuditUnavailable` and nothing more is forward
 
 Commits run on an executor of the recorder's own, not on the single thread that
 ``database_sync_to_async`` shares across every consumer of the process.
+
+Store faults. A commit that fails on a lost connection (failover, restart, a terminated
+backend) is retried once on a new connection; the retry first checks whether the failed
+attempt landed after all, so no frame is stored twice (``store.write_batch``). Any other error,
+or a second failure, fails the recorder. A commit that has not finished after
+``AUDIT_COMMIT_TIMEOUT`` (retry included) fails it too: the session ends rather than freezes.
+The thread stays busy until the store gives up as well (PostgreSQL cancels the statement at
+the same timeout); meanwhile commits queued behind it time out in their turn, so nothing
+waits without bound.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
+from ..conf import get_config
 from .chain import frame_digest, genesis
 from .commands import CommandLine
-from .store import PendingFrame, write_batch
+from .store import PendingFrame, is_connection_error, write_batch
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +50,20 @@ MAX_ROW = 64 * 1024  # bytes of output merged into one stored row at most
 
 class AuditUnavailable(Exception):
     """The audit store cannot be written; the session must end without forwarding more."""
+
+
+class Writer(Protocol):
+    """Commits one batch synchronously (``store.write_batch``, or a test's fake)."""
+
+    def __call__(
+        self,
+        session_id: uuid.UUID,
+        frames: Sequence[PendingFrame],
+        commands: Sequence[CommandLine],
+        head: str,
+        *,
+        retry: bool = False,
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -64,15 +91,29 @@ class _Row:
 
 
 class Recorder:
-    """Hash-chained, group-committed audit writer for one session."""
+    """Hash-chained, group-committed audit writer for one session.
+
+    ``write`` defaults to ``store.write_batch``, ``commit_timeout`` to the
+    ``AUDIT_COMMIT_TIMEOUT`` setting and ``executor`` to :data:`EXECUTOR`.
+    """
 
     def __init__(
         self,
         session_id: uuid.UUID,
         max_in_flight_bytes: int = 4 * 1024 * 1024,
         max_in_flight_frames: int = 1024,
+        *,
+        write: Writer | None = None,
+        commit_timeout: float | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self.session_id = session_id
+        # Module globals looked up now, not as default values, so that they can be patched.
+        self._write: Writer = write if write is not None else write_batch
+        self._executor = executor if executor is not None else EXECUTOR
+        if commit_timeout is None:
+            commit_timeout = float(get_config()["AUDIT_COMMIT_TIMEOUT"])
+        self.commit_timeout = commit_timeout
         self.started = time.monotonic()
         self.head = genesis(session_id)
         self.seq = 0
@@ -120,7 +161,7 @@ class Recorder:
             self._wakeup.set()
 
     async def close(self) -> None:
-        """Commit what is queued, then stop the writer."""
+        """Commit what is queued, then stop the writer (bounded: each commit is)."""
         self._closing = True
         self._wakeup.set()
         try:
@@ -134,7 +175,6 @@ class Recorder:
         self._fail(AuditUnavailable("The session ended."))
 
     async def _write_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
@@ -144,9 +184,15 @@ class Recorder:
                 rows = _rows(batch)
                 frames, head, seq = self._chain(rows)
                 try:
-                    await loop.run_in_executor(
-                        EXECUTOR, write_batch, self.session_id, frames, commands, head.hex()
+                    await self._commit(frames, commands, head.hex())
+                except TimeoutError:
+                    logger.error(
+                        "Audit store did not commit within %s s for session %s.",
+                        self.commit_timeout,
+                        self.session_id,
                     )
+                    self._fail(AuditUnavailable("The audit store timed out."), batch)
+                    return
                 except Exception as exc:
                     logger.error("Audit store failed for session %s: %r", self.session_id, exc)
                     self._fail(exc, batch)
@@ -161,6 +207,25 @@ class Recorder:
                 self._space.set()
             if self._closing and not self._queue and not self._commands:
                 return
+
+    async def _commit(
+        self, frames: list[PendingFrame], commands: list[CommandLine], head: str
+    ) -> None:
+        """Write a batch within the commit timeout, once more if the connection was lost."""
+        loop = asyncio.get_running_loop()
+        write = functools.partial(self._write, self.session_id, frames, commands, head)
+        async with asyncio.timeout(self.commit_timeout):
+            try:
+                await loop.run_in_executor(self._executor, write)
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+                logger.warning(
+                    "Audit store connection lost for session %s (%r); retrying once.",
+                    self.session_id,
+                    exc,
+                )
+                await loop.run_in_executor(self._executor, functools.partial(write, retry=True))
 
     def _chain(self, rows: list[_Row]) -> tuple[list[PendingFrame], bytes, int]:
         """Sequence numbers and digests for the rows, continuing the committed chain."""

@@ -1,23 +1,60 @@
-"""Synchronous ORM work of the audit trail: writing batches, verifying, exporting, pruning."""
+"""Synchronous ORM work of the audit trail: writing batches, verifying, exporting, pruning.
+
+The recorder's threads (``recorder.EXECUTOR``) are the only callers of :func:`write_batch`. Each
+keeps its own connection, named ``terminals-audit`` in ``pg_stat_activity`` and, on PostgreSQL,
+with ``statement_timeout`` set to ``AUDIT_COMMIT_TIMEOUT`` once per new connection: the recorder
+gives up on a commit after that long, and the server then cancels the statement, so a lock held
+elsewhere cannot park the thread (and every commit queued behind it) for longer. On SQLite the
+``timeout`` option of ``DATABASES`` bounds lock waits instead.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import heapq
 import json
+import logging
 import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from django.db import close_old_connections, transaction
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connection,
+    transaction,
+)
 from django.db.models import F
 
+from ..conf import get_config
 from ..models import AuditPrune, Command, Frame, Session
 from . import cast
 from .chain import ChainFrame, Verdict, verify
 from .commands import CommandLine
+
+logger = logging.getLogger(__name__)
+
+#: ``application_name`` of the recorder threads' connections, for operators (and tests).
+APPLICATION_NAME = "terminals-audit"
+
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError)
+try:
+    import psycopg
+
+    # Django wraps driver errors, but one raised outside its wrappers must count too.
+    _CONNECTION_ERRORS += (psycopg.OperationalError, psycopg.InterfaceError)
+except ImportError:  # pragma: no cover - SQLite-only installations
+    pass
+
+# SQLSTATEs of a lost connection: class 08 (connection exception) and a server shutting down
+# or terminating the backend (failover, restart, pg_terminate_backend). Other operational
+# errors with a SQLSTATE (a statement timeout, a lock timeout, a deadlock) are not retried.
+_CONNECTION_SQLSTATES = ("08", "57P01", "57P02", "57P03")
 
 
 @dataclass(frozen=True)
@@ -29,18 +66,43 @@ class PendingFrame:
     digest: str
 
 
+def is_connection_error(exc: BaseException) -> bool:
+    """True if ``exc`` means the connection was lost, so a new one may well succeed.
+
+    An error without a SQLSTATE (psycopg's "server closed the connection unexpectedly",
+    SQLite's operational errors) counts; integrity errors and bugs never do.
+    """
+    if not isinstance(exc, _CONNECTION_ERRORS):
+        return False
+    sqlstate = getattr(exc, "sqlstate", None) or getattr(exc.__cause__, "sqlstate", None)
+    return sqlstate is None or str(sqlstate).startswith(_CONNECTION_SQLSTATES)
+
+
 def write_batch(
     session_id: uuid.UUID,
     frames: Sequence[PendingFrame],
     commands: Sequence[CommandLine],
     head: str,
+    *,
+    retry: bool = False,
 ) -> None:
-    """Commit one group of frames, the commands found meanwhile and the new head, atomically."""
-    _refresh_connection()
+    """Commit one group of frames, the commands found meanwhile and the new head, atomically.
+
+    With ``retry`` (after a connection error) the batch is written on a new connection, and
+    only if the failed attempt did not land after all (see :func:`_landed`).
+    """
     try:
+        prepare_connection(fresh=retry)
+        if retry and _landed(session_id, frames, commands):
+            logger.warning("Audit batch of session %s had been committed already.", session_id)
+            return
         _write(session_id, frames, commands, head)
-    except Exception:
-        _connection_checked.at = 0.0  # check (and drop) the connection before the next write
+    except Exception as exc:
+        _thread.checked_at = 0.0  # check (and drop) the connection before the next write
+        if is_connection_error(exc):
+            # Drop it now: an idle connection killed by the server has not flagged an error,
+            # and close_old_connections() would keep it.
+            _close_connection()
         raise
 
 
@@ -48,14 +110,71 @@ def write_batch(
 # (closed if broken or past CONN_MAX_AGE) at most every CONNECTION_CHECK seconds and after an
 # error, not before every commit, where a health check would cost a round trip per keystroke.
 CONNECTION_CHECK = 30.0
-_connection_checked = threading.local()
+_thread = threading.local()
 
 
-def _refresh_connection() -> None:
+def prepare_connection(*, fresh: bool = False) -> None:
+    """Connect this recorder thread (anew with ``fresh``) and configure a new connection."""
     now = time.monotonic()
-    if now - getattr(_connection_checked, "at", 0.0) > CONNECTION_CHECK:
+    if fresh:
+        # The thread that retries may hold a connection as dead as the one that failed
+        # (a restart kills them all); a retry costs a connect, which only retries pay.
+        _close_connection()
+        _thread.checked_at = now
+    elif now - getattr(_thread, "checked_at", 0.0) > CONNECTION_CHECK:
         close_old_connections()
-        _connection_checked.at = now
+        _thread.checked_at = now
+    if connection.vendor != "postgresql":
+        return
+    timeout_ms = int(float(get_config()["AUDIT_COMMIT_TIMEOUT"]) * 1000)
+    connection.ensure_connection()
+    raw: Any = connection.connection
+    if getattr(_thread, "raw", None) is not raw or _thread.timeout_ms != timeout_ms:
+        with connection.cursor() as cursor:
+            # set_config(), not SET: SET takes no parameters with server-side binding.
+            cursor.execute(
+                "SELECT set_config('statement_timeout', %s, false),"
+                " set_config('application_name', %s, false)",
+                [str(timeout_ms), APPLICATION_NAME],
+            )
+        _thread.raw, _thread.timeout_ms = raw, timeout_ms
+
+
+def _close_connection() -> None:
+    try:
+        connection.close()
+    except DatabaseError as exc:  # closing a broken connection may complain; it is gone anyway
+        logger.debug("Closing a broken audit connection: %r", exc)
+
+
+def _landed(
+    session_id: uuid.UUID, frames: Sequence[PendingFrame], commands: Sequence[CommandLine]
+) -> bool:
+    """Whether a batch whose commit seemed to fail was committed after all.
+
+    A batch is one transaction, so its first row tells. Frames have the unique (session, seq)
+    and a digest; should the retry's check and a still-running first attempt race, the
+    constraint still refuses the second copy. Commands-only batches have no unique key: they
+    count as committed if a command with the first one's offset and line is stored (offsets
+    are microseconds of a monotonic clock, so two distinct commands do not share them).
+    Commands are an index outside the chain, so the worst case is a duplicate search hit.
+    """
+    if frames:
+        first = frames[0]
+        digest = (
+            Frame.objects.filter(session_id=session_id, seq=first.seq)
+            .values_list("digest", flat=True)
+            .first()
+        )
+        if digest is not None and digest != first.digest:
+            raise RuntimeError(f"Frame {first.seq} of session {session_id} is not this batch's.")
+        return digest is not None
+    if commands:
+        first_command = commands[0]
+        return Command.objects.filter(
+            session_id=session_id, offset_us=first_command.offset_us, line=first_command.line
+        ).exists()
+    return True
 
 
 def _write(

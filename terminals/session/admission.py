@@ -21,6 +21,7 @@ from django.db import DatabaseError
 from .. import protocol, records
 from ..impersonation import impersonation_headers
 from ..kube.clusters import UnknownCluster, get_cluster
+from ..middleware import STORE_UNAVAILABLE
 from ..models import Session
 from ..permissions import ExecTarget, may_exec
 from ..protocol import CloseCode
@@ -31,8 +32,6 @@ logger = logging.getLogger(__name__)
 # Refusals written down as DeniedAttempt records.
 DENIALS = {CloseCode.BAD_REQUEST, CloseCode.NOT_AUTHENTICATED, CloseCode.FORBIDDEN}
 STORE_DOWN = "The audit store is unavailable, so no terminal can open."
-# The scope key terminals.middleware sets when the store failed while looking up the user.
-STORE_UNAVAILABLE = "terminals.store_unavailable"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,289 @@
+"""Store faults: lost connections are retried without duplicates, hung commits are bounded.
+
+The PostgreSQL tests break the recorder's own connections for real (``pg_terminate_backend``,
+a table lock held by another connection); the rest run on either database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import (
+    IntegrityError,
+    OperationalError,
+    ProgrammingError,
+    connection,
+    connections,
+    transaction,
+)
+
+from terminals.audit import store
+from terminals.audit.chain import frame_digest, genesis
+from terminals.audit.commands import CommandLine
+from terminals.audit.recorder import STDIN, STDOUT, AuditUnavailable, Recorder
+from terminals.audit.store import PendingFrame, is_connection_error, write_batch
+from terminals.models import Command, Frame, Session
+from tests.fixtures.users import make_user
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+postgresql_only = pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="needs PostgreSQL (DATABASE_URL=postgres://…): SQLite has no server connections "
+    "to terminate and no statement_timeout",
+)
+
+
+@pytest.fixture
+def session_id():
+    user = make_user("ann")
+    session = Session.objects.create(user=user, username="ann", cluster="c", namespace="n", pod="p")
+    return session.pk
+
+
+def on_every_thread(pool: ThreadPoolExecutor, threads: int, call) -> None:
+    """Run ``call`` once on each of the pool's threads (they meet at a barrier)."""
+    barrier = threading.Barrier(threads, timeout=10)
+
+    def job():
+        barrier.wait()
+        call()
+
+    for future in [pool.submit(job) for _ in range(threads)]:
+        future.result(timeout=20)
+
+
+@pytest.fixture
+def pool():
+    """Two recorder threads of the test's own; their connections are closed afterwards."""
+    executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="test-audit")
+    yield executor
+    on_every_thread(executor, 2, connections.close_all)
+    executor.shutdown()
+
+
+def batch(session_id, seq: int, data: bytes, head: bytes) -> tuple[list[PendingFrame], bytes]:
+    digest = frame_digest(head, seq, seq * 1000, STDIN, data)
+    return [PendingFrame(seq, seq * 1000, STDIN, data, digest.hex())], digest
+
+
+# Which errors are a lost connection
+
+
+def wrapped(cause: Exception) -> OperationalError:
+    """A driver error as Django raises it."""
+    error = OperationalError(str(cause))
+    error.__cause__ = cause
+    return error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        wrapped(psycopg.errors.AdminShutdown("terminating connection")),  # pg_terminate_backend
+        wrapped(psycopg.OperationalError("server closed the connection unexpectedly")),
+        wrapped(psycopg.errors.ConnectionFailure("connection failure")),  # class 08
+        psycopg.OperationalError("consuming input failed"),  # outside Django's wrappers
+        OperationalError("unable to open database file"),  # SQLite, no SQLSTATE
+    ],
+)
+def test_a_lost_connection_is_a_connection_error(error):
+    assert is_connection_error(error)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        wrapped(psycopg.errors.QueryCanceled("statement timeout")),  # already took too long
+        wrapped(psycopg.errors.LockNotAvailable("lock timeout")),
+        IntegrityError("duplicate key value violates unique constraint"),
+        ProgrammingError("relation does not exist"),
+        RuntimeError("a bug"),
+    ],
+)
+def test_other_errors_are_not_connection_errors(error):
+    assert not is_connection_error(error)
+
+
+# A retry does not store a batch twice
+
+
+def test_a_retry_of_a_batch_that_landed_stores_nothing_more(session_id):
+    frames, head = batch(session_id, 0, b"ls\r", genesis(session_id))
+    commands = [CommandLine(1000, "$ ls", "ls")]
+    write_batch(session_id, frames, commands, head.hex())
+    write_batch(session_id, frames, commands, head.hex(), retry=True)
+    assert Frame.objects.filter(session_id=session_id).count() == 1
+    assert Command.objects.filter(session_id=session_id).count() == 1
+    session = Session.objects.get(pk=session_id)
+    assert session.frames_in == 1 and session.bytes_in == 3
+    assert store.verify_session(session).ok
+
+
+def test_a_retry_of_a_batch_that_did_not_land_writes_it(session_id):
+    frames, head = batch(session_id, 0, b"ls\r", genesis(session_id))
+    write_batch(session_id, frames, [], head.hex(), retry=True)
+    assert store.verify_session(Session.objects.get(pk=session_id)).ok
+
+
+def test_a_commands_only_retry_is_written_once(session_id):
+    commands = [CommandLine(2000, "$ pwd", "pwd")]
+    head = genesis(session_id).hex()
+    write_batch(session_id, [], commands, head, retry=True)
+    write_batch(session_id, [], commands, head, retry=True)
+    assert list(Command.objects.filter(session_id=session_id).values_list("text", flat=True)) == [
+        "pwd"
+    ]
+
+
+def test_a_retry_that_finds_another_frame_in_its_place_fails(session_id):
+    frames, head = batch(session_id, 0, b"ls\r", genesis(session_id))
+    write_batch(session_id, frames, [], head.hex())
+    other, other_head = batch(session_id, 0, b"rm -rf /\r", genesis(session_id))
+    with pytest.raises(RuntimeError, match="not this batch's"):
+        write_batch(session_id, other, [], other_head.hex(), retry=True)
+
+
+# Real faults on PostgreSQL
+
+
+def audit_backends(pool: ThreadPoolExecutor) -> list[int]:
+    """The server processes of the pool's threads, each connected as a recorder thread."""
+    pids: list[int] = []
+
+    def connect() -> None:
+        store.prepare_connection()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            pids.append(cursor.fetchone()[0])
+
+    on_every_thread(pool, 2, connect)
+    return pids
+
+
+def terminate(pids: list[int]) -> list[str]:
+    """Kill these backends (waiting until they are gone), as a failover or restart would.
+
+    Only the test's own: another test run may share the database server. Returns the
+    application names the victims had.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT application_name, pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
+            " WHERE pid = ANY(%s)",
+            [pids],
+        )
+        return [name for name, terminated in cursor.fetchall() if terminated]
+
+
+@postgresql_only
+async def test_a_session_survives_its_connections_being_terminated(session_id, pool):
+    recorder = Recorder(session_id, executor=pool)
+    await recorder.record(STDIN, b"before\r")
+    # Both threads hold a connection, so the retry finds a dead one wherever it runs.
+    pids = await asyncio.to_thread(audit_backends, pool)
+    assert await sync_to_async(terminate)(pids) == [store.APPLICATION_NAME] * 2
+
+    # The session was idle; the database is healthy again; the user types.
+    await recorder.record(STDIN, b"after\r")
+    await recorder.record(STDOUT, b"output")
+    await recorder.close()
+
+    assert recorder.failure is None
+    rows = [(f.seq, bytes(f.data)) async for f in Frame.objects.filter(session_id=session_id)]
+    assert rows == [(0, b"before\r"), (1, b"after\r"), (2, b"output")]
+    session = await Session.objects.aget(pk=session_id)
+    assert (await sync_to_async(store.verify_session)(session)).ok
+
+
+@postgresql_only
+async def test_a_second_failure_ends_the_recording_on_postgresql(session_id, pool, monkeypatch):
+    recorder = Recorder(session_id, executor=pool)
+    await recorder.record(STDIN, b"before\r")
+    attempts = []
+
+    def die(*args):
+        """Each attempt's connection is killed under it: the database keeps failing."""
+        attempts.append(args)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+    monkeypatch.setattr(store, "_write", die)
+    with pytest.raises(AuditUnavailable):
+        await recorder.record(STDIN, b"lost\r")
+    assert len(attempts) == 2  # tried, then retried once
+    await recorder.close()
+    assert await Frame.objects.filter(session_id=session_id).acount() == 1
+
+
+class TableLock:
+    """Another connection holding ACCESS EXCLUSIVE on the frame table until released."""
+
+    def __init__(self) -> None:
+        self.locked = threading.Event()
+        self.released = threading.Event()
+        self.thread = threading.Thread(target=self._hold)
+
+    def _hold(self) -> None:
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("LOCK TABLE terminals_frame IN ACCESS EXCLUSIVE MODE")
+                self.locked.set()
+                self.released.wait(30)
+        finally:
+            connections.close_all()
+
+    def take(self) -> None:
+        self.thread.start()
+        assert self.locked.wait(10)
+
+    def release(self) -> None:
+        self.released.set()
+        self.thread.join(10)
+
+
+@postgresql_only
+async def test_a_locked_table_ends_the_session_within_the_commit_timeout(
+    session_id, pool, settings
+):
+    settings.TERMINALS = {**settings.TERMINALS, "AUDIT_COMMIT_TIMEOUT": 1}
+    recorder = Recorder(session_id, executor=pool)
+    await recorder.record(STDIN, b"before\r")
+
+    lock = TableLock()
+    await asyncio.to_thread(lock.take)
+    try:
+        started = time.monotonic()
+        with pytest.raises(AuditUnavailable):
+            await recorder.record(STDIN, b"frozen\r")
+        assert time.monotonic() - started < 2.5
+        # The server cancelled the statement too: both threads work again, lock or not.
+        async with asyncio.timeout(3):
+            await asyncio.to_thread(on_every_thread, pool, 2, lambda: None)
+    finally:
+        await asyncio.to_thread(lock.release)
+    await recorder.close()
+
+    rows = [bytes(f.data) async for f in Frame.objects.filter(session_id=session_id)]
+    assert rows == [b"before\r"]
+
+
+@postgresql_only
+def test_the_recorder_connection_is_named_and_bounded(settings, pool):
+    settings.TERMINALS = {**settings.TERMINALS, "AUDIT_COMMIT_TIMEOUT": 3}
+
+    def show() -> tuple[str, str]:
+        store.prepare_connection()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT current_setting('application_name'), current_setting('statement_timeout')"
+            )
+            return cursor.fetchone()
+
+    assert pool.submit(show).result(10) == ("terminals-audit", "3s")
