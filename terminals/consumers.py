@@ -113,6 +113,10 @@ class TerminalConsumer(live.ResilientConsumer):
         except TimeoutError:
             logger.error("Session %s did not end within DRAIN_TIMEOUT", self.session.id)
 
+    async def failed(self) -> None:
+        """A handler raised (a bug): the session ends with 1011 and its record says so."""
+        await self._fail()
+
     # The session's browser port.
 
     async def send_text(self, text: str) -> None:

@@ -232,10 +232,22 @@ class ResilientConsumer(AsyncWebsocketConsumer):
         message: that is a hop through the one database thread every consumer shares, so a
         hung query would freeze every terminal's input; our ORM work goes through
         ``database_sync_to_async``, which closes old connections itself."""
-        handler = getattr(self, get_handler_name(message), None)
+        try:
+            handler = getattr(self, get_handler_name(message), None)
+        except ValueError:
+            handler = None
         if handler is None:
-            raise ValueError(f"No handler for message type {message['type']}")
-        await handler(message)
+            logger.warning("Ignored a message of unknown type %r", message.get("type"))
+            return
+        try:
+            await handler(message)
+        except StopConsumer:
+            raise
+        except Exception:
+            # A bug in a handler must not kill the consumer silently (Daphne would close with
+            # a bare 1011 and whatever the consumer holds would run on): end it properly.
+            logger.exception("A %s handler failed", message.get("type"))
+            await self.failed()
 
     async def join(self, group: str) -> bool:
         """Join a channel-layer group; False (logged, retried on recovery) if the layer fails."""
@@ -250,3 +262,7 @@ class ResilientConsumer(AsyncWebsocketConsumer):
 
     async def cancelled(self) -> None:
         """The ASGI server cancelled this consumer; override to end what it holds."""
+
+    async def failed(self) -> None:
+        """A handler raised; override to end what the consumer holds and tell the browser."""
+        await self.close(code=1011)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ logger = logging.getLogger(__name__)
 # Refusals written down as DeniedAttempt records.
 DENIALS = {CloseCode.BAD_REQUEST, CloseCode.NOT_AUTHENTICATED, CloseCode.FORBIDDEN}
 STORE_DOWN = "The audit store is unavailable, so no terminal can open."
+# Ends of records saved after admission gave up, kept until they are written.
+_LATE_ENDS: set[asyncio.Future[None]] = set()
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,12 @@ class Admission:
         self.server_id = server_id
         self.server_stopping = server_stopping
         self.target = target_from_scope(scope)
+        # A record the store saves after admission gave up waiting must not stay open (it
+        # would hold a place in the user's limit for good): the thread and the loop agree on
+        # who ends it, under this lock.
+        self._lock = threading.Lock()
+        self._gave_up = False
+        self._opened: uuid.UUID | None = None
 
     async def admit(self) -> Admitted:
         """Check everything, open the record; denials are recorded before raising."""
@@ -118,11 +127,16 @@ class Admission:
         impersonation = await self.permitted(self.target)
         if impersonation is None:
             raise EndSession(CloseCode.FORBIDDEN, f"You may not open a terminal on {self.target}.")
-        record = await self._store(self._open_record)
+        try:
+            record = await self._store(self._open_record)
+        except EndSession:
+            self._give_up()
+            raise
         if record is None:
+            limit = self.config["MAX_SESSIONS_PER_USER"]
             raise EndSession(
                 CloseCode.TOO_MANY_SESSIONS,
-                f"You have {self.config['MAX_SESSIONS_PER_USER']} terminals open already; "
+                f"You have {limit} terminal{'' if limit == 1 else 's'} open already; "
                 "close one first.",
             )
         return Admitted(record, self.target, impersonation)
@@ -156,8 +170,21 @@ class Admission:
             return None
         return impersonation_headers(user)  # reads the user's groups: here, once
 
+    def _give_up(self) -> None:
+        """Admission failed while opening the record: end the record if it was saved anyway."""
+        with self._lock:
+            self._gave_up = True
+            late = self._opened
+        if late is not None:
+            ending = database_sync_to_async(records.close_session, thread_sensitive=False)
+            task = asyncio.ensure_future(
+                ending(late, Session.EndReason.AUDIT_UNAVAILABLE, None, STORE_DOWN)
+            )
+            _LATE_ENDS.add(task)
+            task.add_done_callback(_LATE_ENDS.discard)
+
     def _open_record(self) -> Session | None:
-        return records.open_session(
+        record = records.open_session(
             self.scope["user"],
             self.target,
             client_address(self.scope),
@@ -166,6 +193,15 @@ class Admission:
             self.config["MAX_DURATION"],
             server_id=self.server_id,
         )
+        if record is None:
+            return None
+        with self._lock:
+            if not self._gave_up:
+                self._opened = record.pk
+                return record
+        # The loop stopped waiting while the store was saving: nobody will run this session.
+        records.close_session(record.pk, Session.EndReason.AUDIT_UNAVAILABLE, None, STORE_DOWN)
+        return None
 
     def _record_denial(self, target: ExecTarget, code: CloseCode, message: str) -> None:
         records.record_denial(
