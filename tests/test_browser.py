@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.fixtures.daphne import daphne_environment, run_daphne
 from tests.fixtures.users import make_user, session_cookie
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -343,3 +345,35 @@ def test_fifty_mebibytes_of_output_do_not_freeze_the_page(page: Page, daphne) ->
     assert matching_lines(page, "7000000") == ["7000000"]
     print(f"longest frozen: {gap:.0f} ms")
     assert gap < 1000, f"the page froze for {gap:.0f} ms"
+
+
+def test_a_server_restart_ends_the_session_and_offers_a_new_one(page: Page, kubesim) -> None:
+    """A deploy: SIGTERM to the page's Daphne. The page says why the session ended, with the
+    focus on "New session"; the record says the server stopped; Daphne exits by itself."""
+    from terminals.models import Session
+
+    with run_daphne(daphne_environment(kubesim)) as server:
+        log_in_with_cookie(page, server.url, "sam")
+        page.goto(f"{server.url}/terminals/kubesim/default/web/?container=main")
+        session = wait_connected(page)
+        run(page, "echo up-$((6*7))", "up-42")  # the shell answers: it is ready
+
+        server.process.send_signal(signal.SIGTERM)
+        ended = page.locator("#terminal-ended")
+        expect(ended).to_be_visible()
+        expect(page.locator("#terminal-ended-reason")).to_have_text(
+            "The server is restarting. Your session was recorded and ended; open a new one."
+        )
+        state = page.locator("#terminal-state")
+        expect(state).to_have_text("closed")
+        expect(state).to_have_attribute("data-state", "error")
+        assert page.evaluate("terminalApp.closeCode") == 1012
+        expect(ended.get_by_role("button", name="New session")).to_be_focused()
+        page.screenshot(path=ARTIFACTS / "terminal-server-restarting.png")
+
+        # Daphne waits for its sessions to end, then exits by itself.
+        assert server.process.wait(20) == 0, "".join(server.log)
+
+    record = Session.objects.get(pk=session)
+    assert record.end_reason == Session.EndReason.SERVER_STOPPED
+    assert record.ended_at is not None
