@@ -84,19 +84,21 @@ class ResilientReceiver:
     """``receive()`` from the layer that never raises its faults: it waits and tries again.
 
     Channels ends a consumer whose channel-layer receive raises (a terminal closed with 1011
-    when Redis went away). This retries with back-off instead, and calls ``on_recovered``
-    once the layer answers again after a failure, so the consumer can rejoin its groups: a
-    Redis that restarted has forgotten them.
+    when Redis went away). This retries with back-off instead. It calls ``on_failed`` when a
+    run of failures starts and ``on_recovered`` when a message arrives after one, so the
+    consumer can rejoin its groups: a Redis that restarted has forgotten them.
     """
 
     def __init__(
         self,
         receive: Callable[[], Awaitable[dict[str, Any]]],
-        on_recovered: Callable[[], Awaitable[None]],
+        on_recovered: Callable[[], Awaitable[Any]],
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_failed: Callable[[], None] = lambda: None,
     ) -> None:
         self._receive = receive
         self._on_recovered = on_recovered
+        self._on_failed = on_failed
         self._sleep = sleep
         self.failing = False
 
@@ -110,6 +112,7 @@ class ResilientReceiver:
             except Exception as exc:
                 if not self.failing:
                     logger.warning("Channel layer: receive failed, retrying: %r", exc)
+                    self._on_failed()
                 self.failing = True
                 await self._sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)
@@ -122,25 +125,65 @@ class ResilientReceiver:
 
 
 class Groups:
-    """The groups one consumer belongs to, joined again whenever the layer comes back."""
+    """The groups one consumer belongs to, joined again whenever the layer may have lost them.
 
-    def __init__(self, layer: Any, channel: str) -> None:
+    A Redis that restarted has forgotten every group, and a consumer whose receive blocks on
+    an empty Redis never hears that it is back. So once the layer has failed (a join, or a
+    receive: :meth:`repair`), a task of its own joins every group again, with back-off, until
+    the layer takes them all.
+    """
+
+    def __init__(
+        self,
+        layer: Any,
+        channel: str,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._layer = layer
         self._channel = channel
+        self._sleep = sleep
         self._names: set[str] = set()
+        self._repairing: asyncio.Task[None] | None = None
 
     async def join(self, group: str) -> bool:
-        """Join ``group`` (and remember it, to join again later if this fails)."""
+        """Join ``group`` (and remember it; if the layer fails, keep trying in the background)."""
         self._names.add(group)
-        return await attempt(f"joining {group}", self._layer.group_add(group, self._channel))
+        joined = await attempt(f"joining {group}", self._layer.group_add(group, self._channel))
+        if not joined:
+            self.repair()
+        return joined
 
-    async def rejoin(self) -> None:
-        """Join every remembered group again (after the layer recovered)."""
+    async def rejoin(self) -> bool:
+        """Join every remembered group again; True if the layer took them all."""
+        joined = True
         for group in sorted(self._names):
-            await attempt(f"joining {group}", self._layer.group_add(group, self._channel))
+            added = self._layer.group_add(group, self._channel)
+            joined = await attempt(f"joining {group}", added) and joined
+        return joined
+
+    def repair(self) -> None:
+        """The layer failed: rejoin every group in the background until it works again."""
+        if self._repairing is None or self._repairing.done():
+            self._repairing = asyncio.ensure_future(self._rejoin_until_joined())
+
+    @property
+    def repairing(self) -> bool:
+        """True while groups are being joined again in the background."""
+        return self._repairing is not None and not self._repairing.done()
+
+    async def _rejoin_until_joined(self) -> None:
+        delay = RETRY_FIRST
+        while True:
+            await self._sleep(delay)
+            if await self.rejoin():
+                logger.info("Channel layer: groups joined again")
+                return
+            delay = min(delay * 2, RETRY_MAX)
 
     async def leave_all(self) -> None:
         """Leave every group; failures only leave entries that expire in the layer."""
+        if self._repairing is not None:
+            self._repairing.cancel()
         names, self._names = sorted(self._names), set()
         for group in names:
             await attempt(f"leaving {group}", self._layer.group_discard(group, self._channel))
@@ -217,6 +260,7 @@ class ResilientConsumer(AsyncWebsocketConsumer):
             self.channel_receive = ResilientReceiver(
                 functools.partial(self.channel_layer.receive, self.channel_name),
                 self.layer_groups.rejoin,
+                on_failed=self.layer_groups.repair,
             )
             sources.append(self.channel_receive)
         try:

@@ -113,6 +113,13 @@ class HeldSleep:
         self._wake.set_result(None)
 
 
+async def until(condition: Any) -> None:
+    """Let the loop run until ``condition()`` holds (scheduling steps, not time)."""
+    async with asyncio.timeout(5):
+        while not condition():  # noqa: ASYNC110 (a scheduling step, not a wait for time)
+            await asyncio.sleep(0)
+
+
 async def never() -> None:
     await asyncio.get_running_loop().create_future()
 
@@ -287,7 +294,7 @@ async def test_the_receiver_lets_cancellation_through_without_retrying():
 
 async def test_a_group_joined_while_the_layer_fails_is_joined_again_on_recovery():
     layer = FakeLayer()
-    groups = Groups(layer, CHANNEL)
+    groups = Groups(layer, CHANNEL, sleep=HeldSleep())
     layer.failing = True
 
     assert await groups.join("terminals.session.x") is False
@@ -296,6 +303,59 @@ async def test_a_group_joined_while_the_layer_fails_is_joined_again_on_recovery(
     layer.calls.clear()
     await groups.rejoin()
     assert layer.calls == [("group_add", "terminals.session.x", CHANNEL)]
+    await groups.leave_all()
+
+
+async def test_a_failed_join_is_retried_in_the_background_until_the_layer_takes_it():
+    """A Redis that comes back empty never wakes a consumer blocked in receive(): the groups
+    must be joined again without waiting for a message."""
+    layer, sleep = FakeLayer(), HeldSleep()
+    groups = Groups(layer, CHANNEL, sleep=sleep)
+    layer.failing = True
+    assert await groups.join("terminals.session.x") is False
+    assert groups.repairing
+
+    await sleep.napping.wait()
+    sleep.wake()  # still down: it tries, fails and backs off
+    await sleep.napping.wait()
+    assert sleep.naps == [RETRY_FIRST, RETRY_FIRST * 2]
+    assert groups.repairing
+
+    layer.failing = False  # Redis is back (and empty)
+    layer.calls.clear()
+    sleep.wake()
+    await until(lambda: not groups.repairing)
+    assert layer.calls == [("group_add", "terminals.session.x", CHANNEL)]
+
+
+async def test_a_receive_failure_starts_the_repair_even_if_no_message_ever_comes():
+    layer, sleep = FakeLayer(), HeldSleep()
+    groups = Groups(layer, CHANNEL, sleep=sleep)
+    assert await groups.join("terminals.session.x")
+    layer.receive_failures = 1  # Redis went away under the blocking receive
+    receiver = ResilientReceiver(
+        lambda: layer.receive(CHANNEL),
+        groups.rejoin,
+        sleep=RecordingSleep(),
+        on_failed=groups.repair,
+    )
+    receiving = asyncio.ensure_future(receiver())
+    await until(lambda: groups.repairing)
+    layer.calls.clear()
+    await sleep.napping.wait()
+    sleep.wake()
+    await until(lambda: not groups.repairing)
+    assert layer.calls == [("group_add", "terminals.session.x", CHANNEL)]
+    await stop(receiving)
+
+
+async def test_leaving_stops_the_repair():
+    layer, sleep = FakeLayer(), HeldSleep()
+    groups = Groups(layer, CHANNEL, sleep=sleep)
+    layer.failing = True
+    await groups.join("terminals.session.x")
+    await groups.leave_all()
+    await until(lambda: not groups.repairing)
 
 
 async def test_rejoin_adds_every_remembered_group_again():
