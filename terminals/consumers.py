@@ -70,7 +70,7 @@ class TerminalConsumer(live.ResilientConsumer):
         )
         servers.track(session.id, self._ended_elsewhere, self.server_stopping)
         session.start()
-        await self.join(live.terminal_group(session.id))
+        self.join_soon(live.terminal_group(session.id))
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         session = self.session
@@ -140,9 +140,8 @@ class TerminalConsumer(live.ResilientConsumer):
         """A watcher asks for the current screen (``terminal.snapshot``)."""
         if self.session is not None:
             reply = live.snapshot_message(**self.session.snapshot())
-            await live.attempt(
-                "answering a watcher", self.channel_layer.send(event["reply_to"], reply)
-            )
+            answer = self.channel_layer.send(event["reply_to"], reply)
+            live.background(live.attempt("answering a watcher", answer))
 
     # Ending without a session.
 

@@ -100,7 +100,14 @@ class ResilientReceiver:
         self._on_recovered = on_recovered
         self._on_failed = on_failed
         self._sleep = sleep
+        self._nap: asyncio.Future[None] | None = None
         self.failing = False
+
+    def wake(self) -> None:
+        """The layer answers again (a group join went through): stop backing off now, so a
+        message waiting for this consumer is not left for up to ``RETRY_MAX``."""
+        if self._nap is not None:
+            self._nap.cancel()
 
     async def __call__(self) -> dict[str, Any]:
         delay = RETRY_FIRST
@@ -114,8 +121,13 @@ class ResilientReceiver:
                     logger.warning("Channel layer: receive failed, retrying: %r", exc)
                     self._on_failed()
                 self.failing = True
-                await self._sleep(delay)
-                delay = min(delay * 2, RETRY_MAX)
+                nap = self._nap = asyncio.ensure_future(self._sleep(delay))
+                try:
+                    await asyncio.wait({nap})  # returns early when wake() cancels the nap
+                finally:
+                    self._nap = None
+                    nap.cancel()
+                delay = RETRY_FIRST if nap.cancelled() else min(delay * 2, RETRY_MAX)
                 continue
             if self.failing:
                 self.failing = False
@@ -144,6 +156,9 @@ class Groups:
         self._sleep = sleep
         self._names: set[str] = set()
         self._repairing: asyncio.Task[None] | None = None
+        # Called once the groups are joined again after a failure (the consumer's receiver
+        # stops backing off: the layer is back).
+        self.on_repaired: Callable[[], None] = lambda: None
 
     async def join(self, group: str) -> bool:
         """Join ``group`` (and remember it; if the layer fails, keep trying in the background)."""
@@ -177,6 +192,7 @@ class Groups:
             await self._sleep(delay)
             if await self.rejoin():
                 logger.info("Channel layer: groups joined again")
+                self.on_repaired()
                 return
             delay = min(delay * 2, RETRY_MAX)
 
@@ -193,7 +209,10 @@ class WatcherNotices:
     """Tells a session's watchers that more output is committed, at most every ``interval``.
 
     The output path only calls :meth:`progress` (no await, no layer call); :meth:`run` sends
-    the notices from a task of its own, so a slow or dead layer never holds output back.
+    the notices from a task of its own (:meth:`start`), and :meth:`close` sends the last one in
+    the background: a slow or dead layer never holds output or a session's end back. (redis-py
+    can swallow a cancellation and wait out its socket timeout, so nothing on a session's path
+    awaits a layer call, not even bounded.)
     """
 
     def __init__(
@@ -209,6 +228,19 @@ class WatcherNotices:
         self._sleep = sleep
         self._seq = -1
         self._pending = asyncio.Event()
+        self._closed = False
+        self._task: asyncio.Future[None] | None = None
+
+    def start(self) -> None:
+        """Send notices from a task of their own until :meth:`close`."""
+        self._task = asyncio.ensure_future(self.run())
+
+    def close(self, seq: int) -> None:
+        """Stop, and tell watchers (in the background) that the session ended at ``seq``."""
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+        background(self.ended(seq))
 
     def progress(self, seq: int) -> None:
         """Frames up to ``seq`` are delivered."""
@@ -217,7 +249,7 @@ class WatcherNotices:
 
     async def run(self) -> None:
         """Send throttled notices until cancelled; never raises the layer's faults."""
-        while True:
+        while not self._closed:
             await self._pending.wait()
             self._pending.clear()
             if self._layer is not None:
@@ -234,6 +266,17 @@ class WatcherNotices:
                 "notifying watchers of the end",
                 self._layer.group_send(self._group, progress_message(seq, final=True)),
             )
+
+
+#: Layer calls left to finish on their own, kept referenced until they are done.
+_BACKGROUND: set[asyncio.Future[Any]] = set()
+
+
+def background(call: Awaitable[Any]) -> None:
+    """Run a layer call (already wrapped in :func:`attempt`) without waiting for it."""
+    task = asyncio.ensure_future(call)
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
 
 
 class ResilientConsumer(AsyncWebsocketConsumer):
@@ -262,6 +305,7 @@ class ResilientConsumer(AsyncWebsocketConsumer):
                 self.layer_groups.rejoin,
                 on_failed=self.layer_groups.repair,
             )
+            self.layer_groups.on_repaired = self.channel_receive.wake
             sources.append(self.channel_receive)
         try:
             await await_many_dispatch(sources, self.dispatch)
@@ -292,6 +336,12 @@ class ResilientConsumer(AsyncWebsocketConsumer):
             # a bare 1011 and whatever the consumer holds would run on): end it properly.
             logger.exception("A %s handler failed", message.get("type"))
             await self.failed()
+
+    def join_soon(self, group: str) -> None:
+        """Join a channel-layer group in the background: a terminal must not wait for Redis
+        (the consumer handles no browser frame until ``connect`` returns)."""
+        if self.layer_groups is not None:
+            background(self.layer_groups.join(group))
 
     async def join(self, group: str) -> bool:
         """Join a channel-layer group; False (logged, retried on recovery) if the layer fails."""

@@ -512,3 +512,40 @@ def test_every_message_has_a_handler_on_the_consumer_it_is_sent_to(message, cons
     # Channels maps "a.b" to the method a_b(); a renamed type would be dropped with an error.
     handler = get_handler_name(message)
     assert callable(getattr(import_string(consumer), handler, None)), f"{consumer} lacks {handler}"
+
+
+async def test_wake_cuts_the_back_off_short_and_restarts_it():
+    """Once the groups are joined again the layer is back: the receiver retries at once."""
+    layer, sleep = FakeLayer(), HeldSleep()
+    layer.receive_failures = 2
+    receiver = ResilientReceiver(lambda: layer.receive(CHANNEL), never, sleep=sleep)
+    receiving = asyncio.ensure_future(receiver())
+    await sleep.napping.wait()
+    sleep.napping.clear()
+    receiver.wake()  # no sleep.wake(): the nap is cut short, not finished
+    await until(lambda: layer.receives == 2)
+    await sleep.napping.wait()
+    assert sleep.naps == [RETRY_FIRST, RETRY_FIRST]  # the back-off started over
+    receiver.wake()
+    layer.inbox.put_nowait({"type": "terminal.snapshot"})
+    await stop(receiving)
+
+
+async def test_notices_start_and_close_without_the_session_awaiting_the_layer():
+    """close() returns at once even while a layer call hangs; the last notice goes out later."""
+    layer = FakeLayer()
+    hold = asyncio.Event()
+    sent: list[dict[str, Any]] = []
+
+    async def slow_group_send(group: str, message: dict[str, Any]) -> None:
+        await hold.wait()
+        sent.append(message)
+
+    layer.group_send = slow_group_send  # type: ignore[method-assign]
+    notices = WatcherNotices(layer, uuid.UUID(int=1), sleep=RecordingSleep())
+    notices.start()
+    notices.progress(3)
+    await asyncio.sleep(0)
+    notices.close(4)  # must not wait for the hung call
+    hold.set()
+    await until(lambda: {"type": "watch.ended", "seq": 4} in sent)

@@ -151,13 +151,13 @@ class FakeNotices:
         self.progressed: list[int] = []
         self.ended_at: list[int] = []
 
+    def start(self) -> None:
+        pass
+
     def progress(self, seq: int) -> None:
         self.progressed.append(seq)
 
-    async def run(self) -> None:
-        await asyncio.Future()  # notices never end a session
-
-    async def ended(self, seq: int) -> None:
+    def close(self, seq: int) -> None:
         self.ended_at.append(seq)
 
 

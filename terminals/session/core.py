@@ -2,14 +2,15 @@
 
 Its life is an explicit :class:`State`: STARTING (waiting for the browser's size, opening the
 exec), RUNNING (``ready`` sent), ENDING, ENDED. One supervisor runs its tasks together (the
-shell with its output pump, the watchdog, the watchers' notices); the first to finish or fail
-decides how the session ends and the others are cancelled. Every cause, from inside (exit,
-idle, a failed store or cluster, a bug) or outside (the browser's frames or its leaving, an
-auditor, the server stopping), goes through :meth:`TerminalSession.end`, which runs once:
+shell with its output pump, and the watchdog; the watchers' notices run apart); the first to
+finish or fail decides how the session ends and the others are cancelled. Every cause, from
+inside (exit, idle, a failed store or cluster, a bug) or outside (the browser's frames or its
+leaving, an auditor, the server stopping), goes through :meth:`TerminalSession.end`, which
+runs once:
 
 1. cancel the tasks (no more reading from the pod), 2. hang up the exec, 3. commit what the
 recorder holds, 4. record the end (owed to the server registry if the store is down),
-5. tell the watchers, 6. tell the browser why, then close.
+5. tell the watchers (in the background), 6. tell the browser why, then close.
 """
 
 from __future__ import annotations
@@ -83,11 +84,11 @@ class Records(Protocol):
 
 
 class Notices(Protocol):
-    """The watchers' notices (throttled; never the output itself)."""
+    """The watchers' notices (throttled; never the output itself; never awaited)."""
 
+    def start(self) -> None: ...
     def progress(self, seq: int) -> None: ...
-    async def run(self) -> None: ...
-    async def ended(self, seq: int) -> None: ...
+    def close(self, seq: int) -> None: ...
 
 
 class TerminalSession:
@@ -136,6 +137,7 @@ class TerminalSession:
 
     def start(self) -> None:
         """Start the supervisor; the session runs until :meth:`end`."""
+        self._notices.start()
         self._supervisor = asyncio.create_task(self._supervise(), name=f"terminal {self.id}")
 
     async def end(self, ending: Ending) -> None:
@@ -155,7 +157,7 @@ class TerminalSession:
             await self._quietly("hanging up the exec", self._shell.close())
             await self._flush()
             await self._records.end(ending)
-            await self._quietly("notifying watchers", self._notices.ended(self.delivered_seq))
+            self._notices.close(self.delivered_seq)
             if ending.tell_browser:
                 await self._tell_browser(ending)
         finally:
@@ -239,9 +241,7 @@ class TerminalSession:
 
     async def _supervise(self) -> None:
         try:
-            first = await first_of(self._run(), self.watchdog.run(), self._notices.run())
-            # Notices never finish; if they did, it would be a bug like any other.
-            ending = first if first is not None else internal_error()
+            ending = await first_of(self._run(), self.watchdog.run())
         except EndSession as end:
             ending = end.ending
         except Exception:
