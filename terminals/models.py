@@ -311,6 +311,23 @@ class Command(models.Model):
     text = models.TextField(
         _("command"), db_index=True, help_text=_("The line without its prompt.")
     )
+    # What the keyboard sent, through the line editing the shell would do: a person can hide
+    # what the screen shows (stty -echo) or draw a line nobody typed, but not both at once.
+    typed = models.TextField(
+        _("as typed"),
+        blank=True,
+        db_index=True,
+        help_text=_("The line rebuilt from the input (line editing applied)."),
+    )
+    echoed = models.BooleanField(
+        _("echoed"), default=True, help_text=_("False when the input was not shown on screen.")
+    )
+    mismatch = models.BooleanField(
+        _("shown and typed differ"),
+        default=False,
+        db_index=True,
+        help_text=_("The screen line and the typed line disagree: look at the frames."),
+    )
 
     class Meta:
         verbose_name = _("command")
