@@ -7,6 +7,7 @@ Every error names the offending key by its path, e.g.
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +17,10 @@ import yaml
 
 PHASES = ("Pending", "Running", "Succeeded", "Failed")
 SUBJECT_KINDS = ("User", "Group")
-# Kubernetes object names used here are DNS-1123 labels.
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+# Kubernetes object names used here are DNS-1123 labels. Both are used with fullmatch(): with
+# match() and "$", a trailing newline would pass.
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 
 
 class ConfigError(ValueError):
@@ -144,12 +146,20 @@ def parse_config(data: object) -> ClusterConfig:
 
 
 def _user(data: object, where: str) -> User:
-    m = _mapping(data, where, required=("name", "token"), optional=("groups",))
+    m = _mapping(data, where, required=("name",), optional=("token", "groups"))
+    # No token: a random one for this run, which clients find in the kubeconfig (mode 0600).
+    # A token written in the file is known to everyone who can read the file.
+    token = _string(m["token"], f"{where}.token") if "token" in m else generate_token()
     return User(
         name=_string(m["name"], f"{where}.name"),
-        token=_string(m["token"], f"{where}.token"),
+        token=token,
         groups=_strings(m.get("groups", []), f"{where}.groups"),
     )
+
+
+def generate_token() -> str:
+    """A bearer token for one run: 256 random bits."""
+    return secrets.token_urlsafe(32)
 
 
 def _rule(data: object, where: str) -> Rule:
@@ -225,7 +235,7 @@ def _container(data: object, where: str) -> Container:
     )
     env = _string_map(m.get("env", {}), f"{where}.env")
     for key in env:
-        if not _ENV_NAME.match(key):
+        if not _ENV_NAME.fullmatch(key):
             raise ConfigError(f"{where}.env.{key}: not a valid environment variable name")
     working_dir = m.get("workingDir")
     if working_dir is not None:
@@ -314,7 +324,7 @@ def _string_or_empty(data: object, where: str) -> str:
 
 def _dns_label(data: object, where: str) -> str:
     name = _string(data, where)
-    if len(name) > 63 or not _DNS_LABEL.match(name):
+    if len(name) > 63 or not _DNS_LABEL.fullmatch(name):
         raise ConfigError(
             f"{where}: {name!r} is not a valid name (lower case letters, digits and '-', "
             "starting and ending with a letter or digit, at most 63 characters)"

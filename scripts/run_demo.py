@@ -61,7 +61,9 @@ def main() -> int:
             return 1
         daphne = subprocess.Popen(
             [
-                sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", port,
+                # Daphne with a deadline for each request (see terminals/serve.py).
+                sys.executable, "-m", "terminals.serve", "-b", "127.0.0.1", "-p", port,
+                "--request-timeout", "10",
                 "--ping-interval", "20", "--ping-timeout", "30", "webshell.asgi:application",
             ],
             cwd=ROOT,

@@ -9,9 +9,11 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from .conf import DEFAULTS
+from .impersonation import RESERVED_PREFIX
 
 # Cluster names appear in URLs and in audit records, so they are DNS labels.
-CLUSTER_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# Used with fullmatch(): with match() and "$", a trailing newline would pass.
+CLUSTER_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 CLUSTER_KEYS = {"kubeconfig", "context", "in_cluster", "verbose_name"}
 POSITIVE_INTEGERS = (
     "IDLE_TIMEOUT",
@@ -21,9 +23,12 @@ POSITIVE_INTEGERS = (
     "CONNECT_TIMEOUT",
     "OUTPUT_BUFFER",
     "AUDIT_COMMIT_TIMEOUT",
+    "DENIAL_BURST",
+    "DENIAL_INTERVAL",
     "HEARTBEAT_INTERVAL",
     "SERVER_TIMEOUT",
     "DRAIN_TIMEOUT",
+    "REVOCATION_INTERVAL",
 )
 
 
@@ -53,8 +58,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     if "*" in settings.ALLOWED_HOSTS:
         messages.append(
             Error(
-                'ALLOWED_HOSTS contains "*", which turns off the WebSocket origin check and lets '
-                "any web site open terminals with your users' cookies.",
+                'ALLOWED_HOSTS contains "*": any Host header is then taken for this site, so the '
+                "WebSocket origin check accepts a page on any name that resolves to the server "
+                "(DNS rebinding) as the site's own.",
                 hint="List the host names the site is served under.",
                 id="terminals.E009",
             )
@@ -82,7 +88,36 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="terminals.E008",
             )
         )
+    messages += _check_impersonation(merged)
     return messages
+
+
+def _check_impersonation(config: dict[str, Any]) -> list[CheckMessage]:
+    impersonate, prefix = config["IMPERSONATE"], config["IMPERSONATE_GROUP_PREFIX"]
+    if not isinstance(prefix, str):
+        return []  # terminals.E008
+    if prefix.startswith(RESERVED_PREFIX):
+        return [
+            Error(
+                f"TERMINALS['IMPERSONATE_GROUP_PREFIX'] ({prefix!r}) starts with "
+                f"{RESERVED_PREFIX!r}, which Kubernetes reserves for its own groups.",
+                hint='Use a prefix of your own, such as "django:".',
+                id="terminals.E014",
+            )
+        ]
+    if impersonate is True and not prefix:
+        # Without a prefix a Django group named "system:masters" is the cluster's
+        # system:masters: whoever may edit groups would make people cluster admins.
+        return [
+            Error(
+                "TERMINALS['IMPERSONATE'] is on and TERMINALS['IMPERSONATE_GROUP_PREFIX'] is "
+                "empty: Django group names would be sent as the cluster's own group names.",
+                hint='Set a prefix, such as "IMPERSONATE_GROUP_PREFIX": "django:", and name '
+                "the groups in your RBAC bindings with it (django:developers).",
+                id="terminals.E013",
+            )
+        ]
+    return []
 
 
 def _check_clusters(clusters: Any) -> list[CheckMessage]:
@@ -104,7 +139,7 @@ def _check_clusters(clusters: Any) -> list[CheckMessage]:
         ]
     messages: list[CheckMessage] = []
     for name, cluster in clusters.items():
-        if not isinstance(name, str) or not CLUSTER_NAME.match(name):
+        if not isinstance(name, str) or not CLUSTER_NAME.fullmatch(name):
             messages.append(
                 Error(
                     f"Cluster name {name!r} is not a DNS label.",
@@ -186,6 +221,47 @@ def _check_numbers(config: dict[str, Any]) -> list[CheckMessage]:
                 f"TERMINALS['MAX_SESSIONS_PER_USER'] must be 0 (no limit) or more, not {limit!r}.",
                 hint=f"The default is {DEFAULTS['MAX_SESSIONS_PER_USER']!r}.",
                 id="terminals.E007",
+            )
+        )
+    return messages
+
+
+@register(Tags.security)
+def check_audit_key(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Refuse a missing or weak ``TERMINALS['AUDIT_KEY']`` unless DEBUG is on (E012)."""
+    from .audit.keyring import MIN_KEY_LENGTH, weakness
+
+    config = getattr(settings, "TERMINALS", {})
+    if not isinstance(config, dict):
+        return []  # E001
+    hint = (
+        f"Set it to a random secret of at least {MIN_KEY_LENGTH} characters, kept outside the "
+        "database (webshell: WEBSHELL_AUDIT_KEY or WEBSHELL_AUDIT_KEY_FILE), e.g. the output of "
+        "python -c 'import secrets; print(secrets.token_urlsafe(48))'."
+    )
+    messages: list[CheckMessage] = []
+    key = config.get("AUDIT_KEY")
+    problem = "is not set" if key in (None, "", b"") else weakness(key)
+    # With DEBUG on, a development key stands in for a missing one (audit.keyring.current_key).
+    wrong_type = key is not None and not isinstance(key, (str, bytes))
+    if problem is not None and (not settings.DEBUG or wrong_type):
+        messages.append(
+            Error(
+                f"TERMINALS['AUDIT_KEY'] {problem}: the audit trail's tamper evidence rests on "
+                "it, and anyone who can write the database could rewrite the trail unnoticed.",
+                hint=hint,
+                id="terminals.E012",
+            )
+        )
+    old = config.get("AUDIT_OLD_KEYS", [])
+    if not isinstance(old, (list, tuple)) or not all(
+        isinstance(value, (str, bytes)) and value for value in old
+    ):
+        messages.append(
+            Error(
+                "TERMINALS['AUDIT_OLD_KEYS'] must be a list of the keys used before a rotation.",
+                hint="For example [os.environ['OLD_AUDIT_KEY']], or [] (the default).",
+                id="terminals.E012",
             )
         )
     return messages

@@ -25,12 +25,25 @@ DEFAULTS: dict[str, Any] = {
     "KEEPALIVE": 20,  # seconds between pings on the upstream exec socket
     "CONNECT_TIMEOUT": 15,  # seconds to open the upstream exec
     "IMPERSONATE": False,  # send Impersonate-User/-Group so the cluster's RBAC applies too
-    "IMPERSONATE_GROUP_PREFIX": "",  # prefix for the Django group names sent as Impersonate-Group
+    # Prefix for the Django group names sent as Impersonate-Group; required with IMPERSONATE
+    # (terminals.E013), so that a Django group can never be one of the cluster's own.
+    "IMPERSONATE_GROUP_PREFIX": "",
     "OUTPUT_BUFFER": 1048576,  # bytes sent to a browser and not yet drained before reads pause
     "AUDIT_COMMIT_TIMEOUT": 5,  # seconds a commit may take before the session ends (4503)
+    # Refusals of one client (a username, else an address) and kind recorded one by one before
+    # the rest are counted, and seconds per further one recorded (terminals.denials).
+    "DENIAL_BURST": 10,
+    "DENIAL_INTERVAL": 6,
+    # The secret the audit trail is keyed with (HMAC-SHA256): at least 32 random characters,
+    # kept out of the database. Required unless DEBUG is on (terminals.E012).
+    "AUDIT_KEY": None,
+    "AUDIT_OLD_KEYS": [],  # keys used before a rotation: they still verify what they keyed
     "HEARTBEAT_INTERVAL": 15,  # seconds between a serving process's heartbeats
     "SERVER_TIMEOUT": 60,  # seconds without a heartbeat after which a process is taken as lost
     "DRAIN_TIMEOUT": 10,  # seconds a session may take to end when the server stops (SIGTERM)
+    # seconds between checks that each live session is still permitted (logged in, active,
+    # allowed by the access rules); a revoked session ends (4403) about this long after
+    "REVOCATION_INTERVAL": 5,
 }
 
 

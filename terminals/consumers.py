@@ -16,6 +16,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 
 from . import live, protocol, records
+from .clients import client_address
 from .conf import get_config
 from .permissions import ExecTarget
 from .protocol import CloseCode, ProtocolError
@@ -97,6 +98,9 @@ class TerminalConsumer(live.ResilientConsumer):
 
     async def cancelled(self) -> None:
         """Daphne cancelled this consumer (it does at shutdown): end the session with 1012."""
+        # No disconnect will come to a cancelled consumer: nobody may wait for one.
+        if (closed := getattr(self, "socket_closed", None)) is not None:
+            closed.set()
         await self.server_stopping(wait_for_close=False)
 
     async def server_stopping(self, wait_for_close: bool = True) -> None:
@@ -183,11 +187,10 @@ class MalformedPathConsumer(live.ResilientConsumer):
 
     @database_sync_to_async
     def _record(self, reason: str) -> None:
-        client = self.scope.get("client")
         records.record_denial(
             self.scope.get("user"),
             ExecTarget("", "", ""),
             protocol.ERROR_WORDS[CloseCode.BAD_REQUEST],
             reason,
-            client[0] if client else None,
+            client_address(self.scope),
         )

@@ -13,6 +13,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from .audit.keyring import current_key_id
 from .permissions import ExecTarget
 
 
@@ -232,6 +233,13 @@ class Session(models.Model):
     frames_out = models.BigIntegerField(_("frames out"), default=0)
     # The digest of the last frame: the end of the hash chain (see terminals.audit.chain).
     head_digest = models.CharField(_("head digest"), max_length=64, blank=True)
+    # The audit key of the chain (terminals.audit.keyring); "" for chains from before audit keys.
+    key_id = models.CharField(_("audit key id"), max_length=16, blank=True, default=current_key_id)
+    # The session's place in the ledger, and its seal at the end (terminals.audit.ledger).
+    ledger_seq = models.BigIntegerField(_("ledger number"), null=True, blank=True)
+    sealed_frames = models.BigIntegerField(_("frames when sealed"), null=True, blank=True)
+    commands_digest = models.CharField(_("commands digest"), max_length=64, blank=True)
+    seal = models.CharField(_("seal"), max_length=100, blank=True)
     server = models.ForeignKey(
         Server,
         verbose_name=_("server process"),
@@ -329,6 +337,19 @@ class Command(models.Model):
         help_text=_("The screen line and the typed line disagree: look at the frames."),
     )
 
+    class Kind(models.TextChoices):
+        """How the typed line is known (``terminals.audit.lineedit.Typed``)."""
+
+        EXACT = "exact", _("rebuilt from the keys")
+        COMPLETED = "completed", _("tab completion: the screen has the rest")
+        KEYS = "keys", _("keys not followed (history, search…): their transcript")
+        INPUT = "input", _("from the input only: the screen was not read")
+        FULLSCREEN = "fullscreen", _("entered in a full-screen program")
+
+    kind = models.CharField(
+        _("typed line"), max_length=10, choices=Kind.choices, default=Kind.EXACT, db_index=True
+    )
+
     class Meta:
         verbose_name = _("command")
         verbose_name_plural = _("commands")
@@ -351,6 +372,8 @@ class AuditPrune(models.Model):
     sessions = models.BigIntegerField(_("sessions removed"))
     frames = models.BigIntegerField(_("frames removed"))
     session_ids = models.JSONField(_("session ids"), default=list)
+    # Keyed, so that verification accepts exactly the sessions it removed (terminals.audit.ledger).
+    seal = models.CharField(_("seal"), max_length=100, blank=True)
 
     class Meta:
         verbose_name = _("audit prune")
@@ -360,3 +383,30 @@ class AuditPrune(models.Model):
     def __str__(self) -> str:
         before, at = f"{self.before:%Y-%m-%d}", f"{self.at:%Y-%m-%d}"
         return f"{self.sessions} sessions ended before {before}, removed {at}"
+
+
+class LedgerEntry(models.Model):
+    """A session's place in the audit ledger, keyed to the entry before (terminals.audit.ledger).
+
+    Entries are numbered in the order sessions open and outlive their sessions: a session
+    removed from the database leaves its entry behind, or, removed with it, a gap in the
+    numbers. Entry 0 is no session: its row is locked to number the next one.
+    """
+
+    seq = models.BigIntegerField(_("number"), primary_key=True)
+    # Not a foreign key: the entry must outlive its session.
+    session_id = models.UUIDField(_("session"), unique=True, null=True, blank=True)
+    started_at = models.DateTimeField(_("started"), null=True, blank=True)
+    username = models.CharField(_("username"), max_length=150, blank=True)
+    target = models.CharField(_("target"), max_length=400, blank=True)
+    key_id = models.CharField(_("audit key id"), max_length=16, blank=True)
+    previous = models.CharField(_("previous link"), max_length=64, blank=True)
+    link = models.CharField(_("link"), max_length=64, blank=True)
+
+    class Meta:
+        verbose_name = _("ledger entry")
+        verbose_name_plural = _("ledger entries")
+        ordering = ["seq"]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.username} on {self.target}"

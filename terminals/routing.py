@@ -1,4 +1,7 @@
-"""WebSocket routes of the terminals app; wrap them in AllowedHostsOriginValidator."""
+"""WebSocket routes of the terminals app.
+
+Wrap them in ``terminals.origins.TerminalsOriginValidator`` (see webshell/asgi.py).
+"""
 
 from django.urls import re_path
 

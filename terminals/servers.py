@@ -5,9 +5,10 @@ it every ``HEARTBEAT_INTERVAL`` seconds; every session it opens names it. A serv
 itself stopped, or whose last heartbeat is older than ``SERVER_TIMEOUT``, is lost: its sessions
 no longer count as live (``Session.objects.live()``), and the reaper (:func:`reap`), which every
 process runs after each heartbeat, ends their records with the reason "server lost", touching
-nothing but the end columns (the frames and the chain's head stay as committed). With the
-defaults a process that dies at T has a stale heartbeat by T + 60 s and is reaped by the next
-sweep of any healthy process, by T + 75 s. ``manage.py audit close-stale`` runs the same reaper.
+nothing but the end columns (the frames and the chain's head stay as committed), each through
+``records.close_session``, which seals it. With the defaults a process that dies at T has a
+stale heartbeat by T + 60 s and is reaped by the next sweep of any healthy process, by T + 75 s.
+``manage.py audit close-stale`` runs the same reaper.
 
 A process reaps only once its own heartbeats have succeeded without a gap for ``SERVER_TIMEOUT``.
 After a database outage (or a suspended host) every server's heartbeat is stale, and a process
@@ -45,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from django.db import close_old_connections
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from . import records
@@ -117,29 +118,41 @@ def reap(now: dt.datetime | None = None) -> int:
     lost = Q(stopped_at__isnull=False) | Q(heartbeat_at__lt=since)
     count = 0
     for server in Server.objects.filter(lost, sessions__ended_at__isnull=True).distinct():
-        # The server is checked again in the update, in case it heartbeated meanwhile.
-        ended = Session.objects.filter(
-            Q(server__stopped_at__isnull=False) | Q(server__heartbeat_at__lt=since),
-            server=server,
-            ended_at__isnull=True,
-        ).update(ended_at=now, end_reason=Session.EndReason.SERVER_LOST, end_message=_why(server))
+        # The server is checked again as each ends, in case it heartbeated meanwhile.
+        still_lost = Q(server__stopped_at__isnull=False) | Q(server__heartbeat_at__lt=since)
+        ended = _end_each(
+            Session.objects.filter(still_lost, server=server, ended_at__isnull=True),
+            _why(server),
+            now,
+            still_lost,
+        )
         if ended:
             logger.warning("Ended %d session(s) of lost server %s (%s)", ended, server.pk, server)
         count += ended
     oldest = now - dt.timedelta(seconds=config["MAX_DURATION"])
-    orphans = Session.objects.filter(
-        server__isnull=True, ended_at__isnull=True, started_at__lt=oldest
-    ).update(
-        ended_at=now,
-        end_reason=Session.EndReason.SERVER_LOST,
-        end_message="It names no server process and is older than the maximum duration; "
+    orphaned = Q(server__isnull=True, started_at__lt=oldest)
+    orphans = _end_each(
+        Session.objects.filter(orphaned, ended_at__isnull=True),
+        "It names no server process and is older than the maximum duration; "
         "the session was ended by the reaper.",
+        now,
+        orphaned,
     )
     if orphans:
         logger.warning("Ended %d session(s) without a server, past the maximum duration", orphans)
     # Rows of servers that held sessions are kept: the admin shows where a session ran.
     Server.objects.filter(heartbeat_at__lt=now - FORGET_AFTER, sessions__isnull=True).delete()
     return count + orphans
+
+
+def _end_each(sessions: QuerySet[Session], message: str, now: dt.datetime, only: Q) -> int:
+    """End (and seal) each of ``sessions`` that still matches ``only``; return how many."""
+    ended = 0
+    for session_id in list(sessions.values_list("pk", flat=True)):
+        ended += records.close_session(
+            session_id, Session.EndReason.SERVER_LOST, None, message, at=now, only=only
+        )
+    return ended
 
 
 def _why(server: Server) -> str:
@@ -165,7 +178,8 @@ class ServerStore:
     heartbeat: Callable[[uuid.UUID, Collection[uuid.UUID]], set[uuid.UUID]] = heartbeat
     mark_stopped: Callable[[uuid.UUID], None] = mark_stopped
     reap: Callable[[], int] = reap
-    close_session: Callable[..., None] = records.close_session
+    close_session: Callable[..., object] = records.close_session
+    flush_denials: Callable[[], None] = records.flush_denials
 
 
 @dataclass(frozen=True)
@@ -319,6 +333,12 @@ class ServerRegistry:
             except Exception:
                 logger.warning("Could not reap lost servers' sessions", exc_info=True)
         await self._settle_owed()
+        try:
+            # Counts of refusals not recorded one by one would otherwise wait for the next
+            # refusal, and be lost if the process exited first.
+            await self._call(self.store.flush_denials)
+        except Exception:
+            logger.warning("Could not record the counts of refused connects", exc_info=True)
 
     async def _run(self, first_tick: asyncio.Future[None]) -> None:
         while True:

@@ -17,6 +17,7 @@ from django.views.decorators.http import require_POST
 
 from . import live
 from .audit import cast, store
+from .clients import client_address
 from .impersonation import impersonation_headers
 from .kube.clusters import UnknownCluster, all_clusters, get_cluster
 from .kube.pods import PodInfo, PodListError, list_pods
@@ -87,7 +88,7 @@ def terminal(request: HttpRequest, cluster: str, namespace: str, pod: str) -> Ht
             target,
             "forbidden",
             message,
-            request.META.get("REMOTE_ADDR"),
+            client_address(request),
             request.headers.get("User-Agent", ""),
         )
         raise PermissionDenied(message)

@@ -31,6 +31,7 @@ INSTALLED_APPS = [
 ]
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "webshell.middleware.ContentSecurityPolicyMiddleware",  # SECURE_CSP
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -98,6 +99,12 @@ TERMINALS = {
             "context": "kubesim-webshell",
         }
     },
+    # Fixed, so that the test process and the Daphne processes it starts verify each other's
+    # records. Tests only.
+    "AUDIT_KEY": "tests-only-audit-key-0123456789-abcdefghijklmnopqrstuvwxyz",
+    # Every refusal recorded one by one: tests count the rows they cause, and one process runs
+    # them all. tests/test_records.py turns the throttle of terminals.denials back on.
+    "DENIAL_BURST": 1_000_000,
 }
 # A Daphne process of a test may get other limits (idle time, sessions per user, …).
 TERMINALS.update(json.loads(os.environ.get("WEBSHELL_TEST_TERMINALS", "{}")))
@@ -112,9 +119,40 @@ TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AXES_FAILURE_LIMIT = 5
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# As webshell/settings.py: one client address for logins, sessions and denials, and a limit per
+# username. A Daphne process of a test may trust proxies (a count, or a JSON list of networks).
+TERMINALS_TRUSTED_PROXIES = json.loads(os.environ.get("WEBSHELL_TEST_TRUSTED_PROXIES", "0"))
+AXES_CLIENT_IP_CALLABLE = "terminals.clients.client_address"
+AXES_HANDLER = "webshell.lockout.LoginLockout"
+WEBSHELL_LOGIN_USERNAME_FAILURE_LIMIT = 20
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_RESET_ON_SUCCESS = True
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast; tests only
+# As webshell/settings.py (tests/test_security_headers.py checks that they agree).
+SECURE_CSP = {
+    "default-src": ["'self'"],
+    "script-src": ["'self'"],
+    "style-src": ["'self'"],
+    "connect-src": ["'self'"],
+    "object-src": ["'none'"],
+    "base-uri": ["'none'"],
+    "form-action": ["'self'"],
+    "frame-ancestors": ["'none'"],
+}
+# Pages that need more than the site's policy, by view name (the rest of the site has none of
+# these): xterm.js writes its layout and colours into <style> elements that it creates, and
+# asciinema-player runs its terminal emulator as WebAssembly ('wasm-unsafe-eval' allows
+# compiling WebAssembly, not eval() of JavaScript).
+SECURE_CSP_VIEWS = {
+    "terminals:terminal": {"style-src-elem": ["'self'", "'unsafe-inline'"]},
+    "terminals:session-watch": {"style-src-elem": ["'self'", "'unsafe-inline'"]},
+    "terminals:session-replay": {"script-src": ["'self'", "'wasm-unsafe-eval'"]},
+}
+# Playwright's waits (wait_for_function) evaluate strings in the page, which the policy forbids:
+# a Daphne of the tests serves it only when asked (WEBSHELL_TEST_CSP=1), as the browser test of
+# tests/test_security_headers.py does. The test process itself always has it.
+if os.environ.get("WEBSHELL_TEST_DB_NAME") and os.environ.get("WEBSHELL_TEST_CSP") != "1":
+    SECURE_CSP = {}

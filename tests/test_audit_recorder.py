@@ -285,3 +285,35 @@ async def test_the_commit_timeout_defaults_to_the_setting(settings):
     recorder = Recorder(uuid.uuid4(), write=HangingWrites())
     assert recorder.commit_timeout == 0.25
     recorder.abandon()
+
+
+async def test_rows_are_chained_under_the_current_audit_key(session_id):
+    from terminals.audit.chain import verify
+    from terminals.audit.keyring import AuditKey, current_key
+
+    recorder = Recorder(session_id)
+    assert recorder.key is current_key()
+    await recorder.record(STDIN, b"ls\r")
+    await recorder.close()
+    session = await Session.objects.aget(pk=session_id)
+    assert session.key_id == current_key().id
+    frames = await sync_to_async(lambda: list(store.chain_frames(session_id)))()
+    assert verify(session_id, frames, session.head_digest, current_key()).ok
+    other = AuditKey(b"not-the-audit-key-of-this-site-0123456789")
+    assert not verify(session_id, frames, session.head_digest, other).ok
+
+
+async def test_nothing_is_recorded_once_the_session_has_ended(session_id):
+    """The end seals the frames: a late commit (a session reaped while its process stalled)
+    fails, so the frame is not forwarded either."""
+    from terminals import records
+
+    recorder = Recorder(session_id)
+    await recorder.record(STDIN, b"ls\r")
+    await sync_to_async(records.close_session)(session_id, Session.EndReason.SERVER_LOST)
+    with pytest.raises(AuditUnavailable):
+        await recorder.record(STDOUT, b"after the end")
+    await recorder.close()
+    assert await stored(session_id) == 1
+    session = await Session.objects.aget(pk=session_id)
+    assert session.sealed_frames == 1 and session.seal

@@ -44,6 +44,30 @@ def test_the_test_settings_pass(settings):
             ["terminals.E007"],
         ),
         ({"CLUSTERS": {"a": {"in_cluster": True}}, "IMPERSONATE": "yes"}, ["terminals.E008"]),
+        # A trailing newline is not part of a DNS label (re.match with "$" let it through).
+        ({"CLUSTERS": {"prod\n": {"in_cluster": True}}}, ["terminals.E004"]),
+        # Impersonating without a group prefix sends Django group names as the cluster's own.
+        ({"CLUSTERS": {"a": {"in_cluster": True}}, "IMPERSONATE": True}, ["terminals.E013"]),
+        (
+            {
+                "CLUSTERS": {"a": {"in_cluster": True}},
+                "IMPERSONATE": True,
+                "IMPERSONATE_GROUP_PREFIX": "",
+            },
+            ["terminals.E013"],
+        ),
+        (
+            {
+                "CLUSTERS": {"a": {"in_cluster": True}},
+                "IMPERSONATE": True,
+                "IMPERSONATE_GROUP_PREFIX": "system:",
+            },
+            ["terminals.E014"],
+        ),
+        (
+            {"CLUSTERS": {"a": {"in_cluster": True}}, "IMPERSONATE_GROUP_PREFIX": "system:dj-"},
+            ["terminals.E014"],
+        ),
     ],
 )
 def test_each_check_id(settings, terminals, expected):
@@ -69,8 +93,21 @@ def test_a_good_configuration_passes(settings):
         "SHELLS": ["/bin/bash", "/bin/sh"],
         "MAX_SESSIONS_PER_USER": 0,
         "IMPERSONATE": True,
+        "IMPERSONATE_GROUP_PREFIX": "django:",
     }
     assert ids(settings, terminals) == []
+
+
+def test_no_group_prefix_is_fine_without_impersonation(settings):
+    terminals = {"CLUSTERS": {"a": {"in_cluster": True}}, "IMPERSONATE_GROUP_PREFIX": ""}
+    assert ids(settings, terminals) == []
+
+
+def test_the_impersonation_errors_name_the_fix(settings):
+    settings.TERMINALS = {"CLUSTERS": {"a": {"in_cluster": True}}, "IMPERSONATE": True}
+    (error,) = check_settings()
+    assert "IMPERSONATE_GROUP_PREFIX" in error.msg
+    assert '"django:"' in error.hint
 
 
 def test_manage_check_runs_them(settings):

@@ -17,6 +17,9 @@ def test_the_manifest_grants_exactly_what_the_web_shell_uses():
     deployment = documents["Deployment"]["spec"]["template"]["spec"]
     assert deployment["serviceAccountName"] == documents["ServiceAccount"]["metadata"]["name"]
     command = deployment["containers"][0]["command"]
-    assert command[0] == "daphne" and command[-1] == "webshell.asgi:application"
+    # Daphne through terminals.serve, with a deadline for each request to arrive.
+    assert command[:3] == ["python", "-m", "terminals.serve"]
+    assert command[-1] == "webshell.asgi:application"
+    assert command[command.index("--request-timeout") + 1] == "10"
     env = {item["name"]: item["value"] for item in deployment["containers"][0]["env"]}
     assert env["WEBSHELL_IN_CLUSTER"] == "1" and "*" not in env["DJANGO_ALLOWED_HOSTS"]

@@ -80,6 +80,22 @@ def test_demo_config_loads(name: str) -> None:
     assert [u.name for u in config.users] == ["admin", "webshell", "alice", "bob"]
 
 
+def test_a_user_without_a_token_gets_a_random_one_each_time() -> None:
+    data = copy.deepcopy(MINIMAL)
+    del data["users"][0]["token"]
+    first, second = (parse_config(data).users[0].token for _ in range(2))
+    assert first != second
+    assert len(first) >= 43  # 256 bits, URL-safe base64
+
+
+def test_the_demo_cluster_has_no_token_anyone_can_read() -> None:
+    """Its tokens are made per run and written only to the kubeconfig (mode 0600)."""
+    text = (ROOT / "kubesim" / "demo.yaml").read_text()
+    assert "token:" not in text
+    first, second = (load_config(ROOT / "kubesim" / "demo.yaml") for _ in range(2))
+    assert {u.token for u in first.users}.isdisjoint(u.token for u in second.users)
+
+
 def test_test_config_has_the_shapes_other_tests_rely_on() -> None:
     config = load_config(ROOT / "tests" / "kubesim.yaml")
     default = config.namespace("default")
@@ -119,7 +135,10 @@ def test_test_config_has_the_shapes_other_tests_rely_on() -> None:
         ("users", REMOVE, "users: required key is missing"),
         ("colour", "red", "colour: unknown key (allowed: users, namespaces, rbac)"),
         ("users", [], "users: at least one user is required"),
-        ("users.0.token", REMOVE, "users[0].token: required key is missing"),
+        ("users.0.name", REMOVE, "users[0].name: required key is missing"),
+        ("users.0.token", "", "users[0].token: must not be empty"),
+        # A trailing newline is not part of a name (re.match with "$" let it through).
+        ("namespaces.0.name", "default\n", "namespaces[0].name: 'default\\n' is not a valid name"),
         ("users.0.groups", "system:masters", "users[0].groups: expected a list, got str"),
         ("rbac.0.subjects.0.kind", "Robot", "rbac[0].subjects[0].kind: must be one of User, Group"),
         ("rbac.0.verbs", [], "rbac[0].verbs: at least one value is required"),

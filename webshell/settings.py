@@ -8,6 +8,7 @@ the kubesim sandbox cluster that ``make run`` starts. Production sets at least
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -41,7 +42,8 @@ if not SECRET_KEY:
     # Development only: a fixed key keeps logins across restarts. Never used with DEBUG off.
     SECRET_KEY = "django-insecure-webshell-development-key-not-for-production"
 
-# Never "*": the WebSocket origin validator trusts exactly these hosts.
+# Never "*": the WebSocket origin check (terminals.origins) takes the Host as the site's own
+# origin only for these hosts.
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
 
@@ -69,6 +71,7 @@ AUTHENTICATION_BACKENDS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "webshell.middleware.ContentSecurityPolicyMiddleware",  # SECURE_CSP
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -98,6 +101,25 @@ TEMPLATES = [
     },
 ]
 
+
+def private_sqlite_file(name: str | Path) -> None:
+    """Create the SQLite database file readable by its owner only, or make it so.
+
+    It holds password hashes, session keys and the audit trail, and SQLite would create it with
+    the umask's mode (usually world-readable). Its -wal and -shm files take their mode from it.
+    """
+    if not name or str(name) == ":memory:" or str(name).startswith("file:"):
+        return
+    path = Path(name)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))  # an empty file is a new DB
+        for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
+            if file.exists():
+                file.chmod(0o600)
+    except OSError:
+        pass  # not ours to change (a read-only or shared volume): SQLite reports what matters
+
+
 DATABASES = {
     "default": dj_database_url.config(
         default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=60, conn_health_checks=True
@@ -118,6 +140,7 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
     }
+    private_sqlite_file(DATABASES["default"]["NAME"])
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
@@ -140,15 +163,44 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+
+def trusted_proxies_from_environment() -> int | list[str]:
+    """WEBSHELL_TRUSTED_PROXIES: how many proxies are in front, or their addresses/networks."""
+    value = os.environ.get("WEBSHELL_TRUSTED_PROXIES", "0").strip()
+    if value.isdigit():
+        return int(value)
+    networks = env_list("WEBSHELL_TRUSTED_PROXIES", "")
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"WEBSHELL_TRUSTED_PROXIES: {network!r} is not an IP address or network. Give "
+                "the number of proxies in front of Daphne, or their comma-separated addresses "
+                "or networks (10.0.0.0/8)."
+            ) from None
+    return networks
+
+
+# The client address of every login, session and denial (terminals.clients): the right-most
+# X-Forwarded-For entry that these proxies did not write. 0: the socket peer, header ignored.
+# Daphne runs without --proxy-headers, which would take the first entry, the client's choice.
+TERMINALS_TRUSTED_PROXIES = trusted_proxies_from_environment()
 # Brute force: after AXES_FAILURE_LIMIT failed logins for one username from one address, that
-# pair is locked out for AXES_COOLOFF_TIME hours and sees registration/locked_out.html.
+# pair is locked out for AXES_COOLOFF_TIME hours and sees registration/locked_out.html; after
+# WEBSHELL_LOGIN_USERNAME_FAILURE_LIMIT for one username from any addresses, the username is
+# locked as well, whatever the address (webshell/lockout.py; 0 turns that off).
 AXES_FAILURE_LIMIT = int(os.environ.get("WEBSHELL_LOGIN_FAILURE_LIMIT", "5"))
+WEBSHELL_LOGIN_USERNAME_FAILURE_LIMIT = int(
+    os.environ.get("WEBSHELL_LOGIN_USERNAME_FAILURE_LIMIT", "20")
+)
 AXES_COOLOFF_TIME = float(os.environ.get("WEBSHELL_LOGIN_COOLOFF_HOURS", "1"))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_HANDLER = "webshell.lockout.LoginLockout"
+AXES_CLIENT_IP_CALLABLE = "terminals.clients.client_address"
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_RESET_ON_SUCCESS = True
-# Behind a proxy, run Daphne with --proxy-headers: the client address axes sees is then the one
-# in X-Forwarded-For.
 
 # Sessions end after SESSION_COOKIE_AGE seconds (8 hours by default) or when the browser closes.
 SESSION_COOKIE_AGE = int(os.environ.get("DJANGO_SESSION_AGE", str(8 * 3600)))
@@ -159,6 +211,26 @@ CSRF_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+# Content-Security-Policy (webshell.middleware; Django 6.0's setting, so moving is easy).
+SECURE_CSP = {
+    "default-src": ["'self'"],
+    "script-src": ["'self'"],
+    "style-src": ["'self'"],
+    "connect-src": ["'self'"],
+    "object-src": ["'none'"],
+    "base-uri": ["'none'"],
+    "form-action": ["'self'"],
+    "frame-ancestors": ["'none'"],
+}
+# Pages that need more than the site's policy, by view name (the rest of the site has none of
+# these): xterm.js writes its layout and colours into <style> elements that it creates, and
+# asciinema-player runs its terminal emulator as WebAssembly ('wasm-unsafe-eval' allows
+# compiling WebAssembly, not eval() of JavaScript).
+SECURE_CSP_VIEWS = {
+    "terminals:terminal": {"style-src-elem": ["'self'", "'unsafe-inline'"]},
+    "terminals:session-watch": {"style-src-elem": ["'self'", "'unsafe-inline'"]},
+    "terminals:session-replay": {"script-src": ["'self'", "'wasm-unsafe-eval'"]},
+}
 
 if not DEBUG:
     # Production serves HTTPS only; `manage.py check --deploy` is clean with these.
@@ -219,8 +291,32 @@ def clusters_from_environment() -> dict[str, dict[str, object]]:
     }
 
 
+def audit_keys_from_environment() -> dict[str, object]:
+    """The audit key: WEBSHELL_AUDIT_KEY_FILE (a mounted Secret), else WEBSHELL_AUDIT_KEY.
+
+    WEBSHELL_AUDIT_OLD_KEYS_FILE holds keys used before a rotation, one per line. With neither
+    set, DJANGO_DEBUG=1 uses a development key; otherwise check terminals.E012 refuses to run.
+    """
+
+    def read(variable: str) -> str:
+        path = os.environ[variable]
+        try:
+            return Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ImproperlyConfigured(f"{variable}: cannot read {path}: {exc.strerror}") from None
+
+    key = os.environ.get("WEBSHELL_AUDIT_KEY") or None
+    if os.environ.get("WEBSHELL_AUDIT_KEY_FILE"):
+        key = read("WEBSHELL_AUDIT_KEY_FILE").strip() or None
+    old: list[str] = []
+    if os.environ.get("WEBSHELL_AUDIT_OLD_KEYS_FILE"):
+        old = [line.strip() for line in read("WEBSHELL_AUDIT_OLD_KEYS_FILE").splitlines()]
+    return {"AUDIT_KEY": key, "AUDIT_OLD_KEYS": [line for line in old if line]}
+
+
 TERMINALS = {
     "CLUSTERS": clusters_from_environment(),
+    **audit_keys_from_environment(),
 }
 
 LOGGING = {

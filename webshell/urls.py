@@ -1,10 +1,29 @@
-"""URLs of the deployable project: the admin, login and logout, and the terminals app."""
+"""URLs of the deployable project: the admin, login, logout, password change, and the terminals.
+
+Django's ``django.contrib.auth.urls`` is not included whole: its password reset by e-mail would
+let anyone who controls a user's mailbox (or intercepts the mail) into a shell on production
+pods, past the login lockout, and would make the site send mail to any address on request.
+An administrator sets a forgotten password in the admin or with ``manage.py changepassword``.
+"""
 
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("accounts/", include("django.contrib.auth.urls")),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # A logged-in user changes their own password (the old one is asked for).
+    path(
+        "accounts/password_change/",
+        auth_views.PasswordChangeView.as_view(),
+        name="password_change",
+    ),
+    path(
+        "accounts/password_change/done/",
+        auth_views.PasswordChangeDoneView.as_view(),
+        name="password_change_done",
+    ),
     path("", include("terminals.urls")),
 ]

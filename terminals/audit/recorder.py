@@ -5,7 +5,8 @@ store makes the upstream read wait. One writer task per session commits everythi
 far in one transaction (group commit): frames that arrive during a commit go into the next one,
 so a keystroke waits for at most about one commit. Consecutive output frames of a commit are
 stored as one row of up to ``MAX_ROW`` bytes (a PTY hands out about 4 KiB per read; rows that
-small cost most of the time). Rows are chained (``chain.py``) as they are written. The caller
+small cost most of the time). Rows are chained (``chain.py``) as they are written, under the
+current audit key (the one the session's record names: both are read when it opens). The caller
 awaits the frame's future and only then forwards the frame. If the store fails, every waiting
 and later frame fails with :class:`AuditUnavailable` and nothing more is forwarded.
 
@@ -37,6 +38,7 @@ from typing import Protocol
 from ..conf import get_config
 from .chain import frame_digest, genesis
 from .commands import CommandLine
+from .keyring import AuditKey, current_key
 from .store import PendingFrame, is_connection_error, write_batch
 
 logger = logging.getLogger(__name__)
@@ -94,7 +96,8 @@ class Recorder:
     """Hash-chained, group-committed audit writer for one session.
 
     ``write`` defaults to ``store.write_batch``, ``commit_timeout`` to the
-    ``AUDIT_COMMIT_TIMEOUT`` setting and ``executor`` to :data:`EXECUTOR`.
+    ``AUDIT_COMMIT_TIMEOUT`` setting, ``executor`` to :data:`EXECUTOR` and ``key`` to the
+    current audit key.
     """
 
     def __init__(
@@ -106,8 +109,10 @@ class Recorder:
         write: Writer | None = None,
         commit_timeout: float | None = None,
         executor: Executor | None = None,
+        key: AuditKey | None = None,
     ) -> None:
         self.session_id = session_id
+        self.key = key or current_key()
         # Module globals looked up now, not as default values, so that they can be patched.
         self._write: Writer = write if write is not None else write_batch
         self._executor = executor if executor is not None else EXECUTOR
@@ -115,7 +120,7 @@ class Recorder:
             commit_timeout = float(get_config()["AUDIT_COMMIT_TIMEOUT"])
         self.commit_timeout = commit_timeout
         self.started = time.monotonic()
-        self.head = genesis(session_id)
+        self.head = genesis(session_id, self.key)
         self.seq = 0
         self.max_bytes = max_in_flight_bytes
         self.max_frames = max_in_flight_frames
@@ -232,7 +237,7 @@ class Recorder:
         frames, head, seq = [], self.head, self.seq
         for row in rows:
             data = b"".join(queued.data for queued in row.parts)
-            head = frame_digest(head, seq, row.offset_us, row.direction, data)
+            head = frame_digest(head, seq, row.offset_us, row.direction, data, self.key)
             frames.append(PendingFrame(seq, row.offset_us, row.direction, data, head.hex()))
             seq += 1
         return frames, head, seq

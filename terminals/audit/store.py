@@ -33,9 +33,10 @@ from django.db.models import F
 
 from ..conf import get_config
 from ..models import AuditPrune, Command, Frame, Session
-from . import cast
-from .chain import ChainFrame, Verdict, verify
+from . import cast, seal
+from .chain import ChainFrame, Kind, Verdict, verify
 from .commands import CommandLine
+from .keyring import current_key, known_keys
 
 logger = logging.getLogger(__name__)
 
@@ -202,10 +203,21 @@ def _write(
         )
         if commands:
             Command.objects.bulk_create(
-                Command(session_id=session_id, offset_us=c.offset_us, line=c.line, text=c.text)
+                Command(
+                    session_id=session_id,
+                    offset_us=c.offset_us,
+                    line=c.line,
+                    text=c.text,
+                    typed=c.typed,
+                    echoed=c.echoed,
+                    mismatch=c.mismatch,
+                    kind=c.kind,
+                )
                 for c in commands
             )
-        updated = Session.objects.filter(pk=session_id).update(
+        # Not once it has ended: its seal covers its frames, and nothing is forwarded that
+        # is not recorded (the session ends instead, see the recorder).
+        updated = Session.objects.filter(pk=session_id, ended_at__isnull=True).update(
             head_digest=head,
             frames_in=F("frames_in") + counts["i"][0],
             bytes_in=F("bytes_in") + counts["i"][1],
@@ -213,7 +225,7 @@ def _write(
             bytes_out=F("bytes_out") + counts["o"][1],
         )
         if updated != 1:
-            raise RuntimeError(f"Session {session_id} is gone from the audit store.")
+            raise RuntimeError(f"Session {session_id} has ended, or is gone from the audit store.")
 
 
 def chain_frames(session_id: uuid.UUID) -> Iterator[ChainFrame]:
@@ -228,8 +240,20 @@ def chain_frames(session_id: uuid.UUID) -> Iterator[ChainFrame]:
 
 
 def verify_session(session: Session) -> Verdict:
-    """Check a session's frames against its hash chain."""
-    return verify(session.pk, chain_frames(session.pk), session.head_digest)
+    """Check a session's frames against its keyed chain and head digest.
+
+    Only the frames: ``ledger.check_session`` checks its seal and its place in the ledger too.
+    """
+    key = known_keys().get(session.key_id)
+    if key is None:
+        return Verdict(
+            False,
+            0,
+            problem=f"its frames were keyed with key {session.key_id}, which is neither "
+            "AUDIT_KEY nor one of AUDIT_OLD_KEYS",
+            kind=Kind.WRONG_KEY,
+        )
+    return verify(session.pk, chain_frames(session.pk), session.head_digest, key)
 
 
 def initial_size(session: Session) -> tuple[int, int]:
@@ -290,12 +314,22 @@ def export_cast(
 
 
 def prune(before: dt.datetime) -> AuditPrune:
-    """Delete the sessions that ended before ``before``, and write down what went."""
+    """Delete the sessions that ended before ``before``, and write down what went.
+
+    The record is sealed: verification accepts the gaps of exactly the sessions it lists.
+    Their ledger entries stay.
+    """
+    key = current_key()
     with transaction.atomic():
         sessions = Session.objects.filter(ended_at__lt=before)
         ids = [str(pk) for pk in sessions.values_list("pk", flat=True)]
         frames = Frame.objects.filter(session__in=sessions).count()
         sessions.delete()
-        return AuditPrune.objects.create(
+        record = AuditPrune.objects.create(
             before=before, sessions=len(ids), frames=frames, session_ids=ids
         )
+        # As stored, for the moments: what verification reads back.
+        stored = AuditPrune.objects.filter(pk=record.pk).values(*seal.PRUNE_FIELDS).get()
+        record.seal = seal.prune_seal(key, stored)
+        record.save(update_fields=["seal"])
+        return record

@@ -22,6 +22,11 @@ class Migration(migrations.Migration):
         ),
         migrations.AddField(
             model_name='command',
+            name='kind',
+            field=models.CharField(choices=[('exact', 'rebuilt from the keys'), ('completed', 'tab completion: the screen has the rest'), ('keys', 'keys not followed (history, search…): their transcript'), ('input', 'from the input only: the screen was not read'), ('fullscreen', 'entered in a full-screen program')], db_index=True, default='exact', max_length=10, verbose_name='typed line'),
+        ),
+        migrations.AddField(
+            model_name='command',
             name='typed',
             field=models.TextField(blank=True, db_index=True, help_text='The line rebuilt from the input (line editing applied).', verbose_name='as typed'),
         ),

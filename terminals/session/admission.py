@@ -20,6 +20,7 @@ from channels.db import database_sync_to_async
 from django.db import DatabaseError
 
 from .. import protocol, records
+from ..clients import client_address
 from ..impersonation import impersonation_headers
 from ..kube.clusters import UnknownCluster, get_cluster
 from ..middleware import STORE_UNAVAILABLE
@@ -57,12 +58,6 @@ def target_from_scope(scope: Mapping[str, Any]) -> ExecTarget:
         container=(query.get("container") or [""])[0],
         command=(query.get("command") or [""])[0],
     )
-
-
-def client_address(scope: Mapping[str, Any]) -> str | None:
-    """The browser's address as the ASGI server saw it."""
-    client = scope.get("client")
-    return str(client[0]) if client else None
 
 
 def user_agent(scope: Mapping[str, Any]) -> str:

@@ -1,7 +1,13 @@
-"""Putting one session together from its parts, with the real cluster, store and layer."""
+"""Putting one session together from its parts, with the real cluster, store and layer.
+
+The session is watched by this process's revoker (:mod:`.revocation`) from here until its end,
+so that it ends within seconds once its user is logged out, deactivated or loses the access.
+"""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from typing import Any
 
 from ..audit.recorder import Recorder
@@ -10,6 +16,7 @@ from .admission import Admission, Admitted
 from .core import Browser, TerminalSession
 from .flow import FlowWindow
 from .launcher import PodShell
+from .revocation import Grant, Revoker, revoker
 from .store import SessionRecord
 from .upstream import Upstream
 from .watchdog import Watchdog
@@ -22,9 +29,12 @@ def assemble(
     layer: Any,
     config: dict[str, Any],
     registry: Any,
+    revocations: Revoker | None = None,
 ) -> TerminalSession:
-    """A :class:`TerminalSession` for an admitted connect, not yet started."""
+    """A :class:`TerminalSession` for an admitted connect, not yet started, and watched for
+    revocation (by ``revocations``, else this process's revoker)."""
     session_id = admitted.record.pk
+    revocations = revocations or revoker()
     upstream = Upstream(
         admitted.target,
         admitted.impersonation,
@@ -36,7 +46,7 @@ def assemble(
     async def permitted(target: Any) -> bool:
         return await admission.permitted(target) is not None
 
-    return TerminalSession(
+    session = TerminalSession(
         session_id,
         browser=browser,
         shell=PodShell(
@@ -49,4 +59,15 @@ def assemble(
         window=FlowWindow(config["OUTPUT_BUFFER"]),
         max_early_input=config["MAX_FRAME_SIZE"],
         flush_timeout=config["DRAIN_TIMEOUT"],
+        on_ended=functools.partial(revocations.forget, session_id),
     )
+    revocations.watch(session, grant_of(admission.scope, admitted))
+    return session
+
+
+def grant_of(scope: Mapping[str, Any], admitted: Admitted) -> Grant:
+    """What the connect was admitted on: its user, the browser's login session, the target."""
+    # Channels' session is a lazy wrapper around the engine's store, resolved before the
+    # consumer runs; its key is the login the browser's cookie named.
+    key = getattr(scope.get("session"), "session_key", None) or None
+    return Grant(scope["user"].pk, key, admitted.target)

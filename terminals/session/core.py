@@ -34,6 +34,7 @@ from .ending import Ending, EndSession, audit_unavailable, exited, internal_erro
 from .flow import FlowWindow
 from .launcher import ExecPort, Launched
 from .pump import OutputPump
+from .screen import ScreenWorker
 from .tasks import first_of
 from .watchdog import Watchdog
 
@@ -108,6 +109,7 @@ class TerminalSession:
         max_early_input: int,
         flush_timeout: float,
         size_wait: float = SIZE_WAIT,
+        on_ended: Callable[[], None] | None = None,
     ) -> None:
         self.id = session_id
         self.state = State.STARTING
@@ -128,10 +130,13 @@ class TerminalSession:
         self._exec_up = False
         self._early_input: deque[bytes] = deque()
         self._early_bytes = 0
-        self.screen = CommandExtractor()
-        self.delivered_seq = -1  # the last output frame delivered (and fed to the screen)
+        # The screen model and command extraction, in budgeted steps off the hot path.
+        self.screen = ScreenWorker(CommandExtractor(), self._add_commands, name=str(session_id))
+        self.delivered_seq = -1  # the last output frame delivered (and given to the screen)
         self._supervisor: asyncio.Task[None] | None = None
         self._ended = asyncio.Event()
+        self._on_ended = on_ended  # told once the end is complete (the revoker forgets it)
+        self._container: str | None = None
 
     # Starting and ending.
 
@@ -155,6 +160,7 @@ class TerminalSession:
                 await asyncio.gather(supervisor, return_exceptions=True)
             self.window.close()
             await self._quietly("hanging up the exec", self._shell.close())
+            self._extract(self.screen.close)  # the last Enter's line goes into the last commit
             await self._flush()
             await self._records.end(ending)
             self._notices.close(self.delivered_seq)
@@ -163,10 +169,20 @@ class TerminalSession:
         finally:
             self.state = State.ENDED
             self._ended.set()
+            if self._on_ended is not None:
+                try:
+                    self._on_ended()
+                except Exception:
+                    logger.exception("Session %s: a callback on its end failed", self.id)
 
     async def wait_ended(self) -> None:
         """Return once the session has ended."""
         await self._ended.wait()
+
+    @property
+    def container(self) -> str | None:
+        """The container the shell runs in, once launched (None before)."""
+        return self._container
 
     # Frames from the browser, in order.
 
@@ -221,21 +237,21 @@ class TerminalSession:
         # The session may have ended while the commit ran: then nothing goes on.
         return self.state in (State.STARTING, State.RUNNING)
 
-    def _resize_screen(self, cols: int, rows: int) -> list[CommandLine]:
+    def _resize_screen(self, cols: int, rows: int) -> None:
         self.screen.resize(cols, rows)
-        return []
 
     # For watchers.
 
     def snapshot(self) -> dict[str, Any]:
-        """The screen as of the last delivered output frame."""
-        screen = self.screen.screen
-        return {
-            "screen": screen.render(),
-            "cols": screen.screen.columns,
-            "rows": screen.screen.lines,
-            "seq": self.delivered_seq,
-        }
+        """The screen as far as the screen model has taken the output, and that frame's seq.
+
+        The model is at most 240x80 (``terminals.audit.commands``): on a larger terminal the
+        snapshot draws it at the bottom of the terminal's size, and the watcher then replays
+        the frames after ``seq`` from the store, drawn at the terminal's real size.
+        """
+        cols, rows = self.size or self.screen.extractor.screen.size
+        snapshot = self.screen.snapshot(rows)
+        return {"screen": snapshot.screen, "cols": cols, "rows": rows, "seq": snapshot.seq}
 
     # The supervised work.
 
@@ -256,6 +272,7 @@ class TerminalSession:
                 await self._sized.wait()  # a client that sends no size gets the default
         launched = await self._shell.launch(lambda: self.size)
         stream = self._stream = launched.stream
+        self._container = launched.container
         await self._records.mark_running(launched.container, launched.command)
         self.state = State.RUNNING
         await self._browser.send_text(
@@ -278,16 +295,15 @@ class TerminalSession:
         return exited(status.code)
 
     async def _deliver(self, data: bytes) -> None:
-        """Send committed output, holding back while the browser has too much unprocessed."""
-        await self.window.wait()
-        self.watchdog.touch()
-        self.window.sending(len(data))
-        await self._browser.send_bytes(data)
+        """Send committed output, holding back while the browser has too much unprocessed
+        and while its socket is full (under Daphne the send waits then)."""
+        await self.window.deliver(self._browser.send_bytes, data)
+        self.watchdog.touch()  # output went out; a send held by a full socket is no activity
 
     def _delivered(self, data: bytes, stored: Stored) -> None:
         # A watcher's snapshot covers whole rows only; rows of merged output end later.
         self.delivered_seq = stored.seq if stored.last_in_row else stored.seq - 1
-        self._extract(functools.partial(self.screen.output, data))
+        self._extract(functools.partial(self.screen.output, data, self.delivered_seq))
         self._notices.progress(self.delivered_seq)
 
     # Helpers.
@@ -301,13 +317,14 @@ class TerminalSession:
         except Exception as exc:  # aiohttp.ClientError and kin: the same
             logger.debug("Write to the exec of session %s failed: %r", self.id, exc)
 
-    def _extract(self, find: Callable[[], list[CommandLine]]) -> None:
-        """Record the command lines ``find`` returns; its failure never harms the terminal."""
+    def _extract(self, take: Callable[[], None]) -> None:
+        """Hand a frame to the screen worker; its failure never harms the terminal."""
         try:
-            commands = find()
+            take()
         except Exception:
             logger.exception("Command extraction failed in session %s", self.id)
-            return
+
+    def _add_commands(self, commands: list[CommandLine]) -> None:
         self._recorder.add_commands(commands)
 
     async def _flush(self) -> None:

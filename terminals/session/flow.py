@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 
 class FlowWindow:
@@ -10,6 +11,11 @@ class FlowWindow:
 
     The browser acks the bytes it has drawn; a browser that stops acking receives ``size``
     bytes (plus the message in flight) and then nothing more, which stops the output pump.
+
+    The window is the client's word, so it is not the only bound: :meth:`deliver` also waits
+    for the send itself, which under Daphne waits while the socket's write buffer is full
+    (:mod:`terminals.daphne`). A client that acks what it never read keeps the window open
+    and still gets no more than its socket takes.
     """
 
     def __init__(self, size: int) -> None:
@@ -30,6 +36,12 @@ class FlowWindow:
         while not self._closed and self.unacknowledged >= self.size:
             self._open.clear()
             await self._open.wait()
+
+    async def deliver(self, send: Callable[[bytes], Awaitable[None]], data: bytes) -> None:
+        """Send ``data`` once the window has room; return once ``send`` has returned."""
+        await self.wait()
+        self.sending(len(data))
+        await send(data)
 
     def sending(self, count: int) -> None:
         """Count ``count`` bytes as sent."""
