@@ -25,8 +25,8 @@ class TerminalsConfig(AppConfig):
         # first terminal. Elsewhere (tests, management commands, other ASGI servers) nothing
         # starts here; consumers start the registry when a terminal connects.
         if "daphne.server" in sys.modules:
-            from .daphne import allow_server_close_codes
+            from .daphne import install
             from .servers import start_with_daphne
 
-            allow_server_close_codes()
+            install()
             start_with_daphne()

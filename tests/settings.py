@@ -76,6 +76,7 @@ else:
         "init_command": "PRAGMA journal_mode=WAL;",
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
+        "cached_statements": 0,  # as webshell/settings.py: cached statements keep bound blobs
     }
 if os.environ.get("WEBSHELL_TEST_DB_NAME"):
     # A Daphne process of the tests: use the database the test run created.

@@ -139,6 +139,9 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
+        # Python's statement cache keeps each cached INSERT's last bound blobs (up to 64 KiB
+        # of output per audit row): Daphne grew with every session. Measured in bench.hostile.
+        "cached_statements": 0,
     }
     private_sqlite_file(DATABASES["default"]["NAME"])
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
