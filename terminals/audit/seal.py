@@ -46,7 +46,7 @@ SESSION_FIELDS = (
 )
 
 #: The command fields the commands digest covers, in this order.
-COMMAND_FIELDS = ("offset_us", "line", "text", "typed", "echoed", "mismatch")
+COMMAND_FIELDS = ("offset_us", "line", "text", "typed", "kind", "echoed", "mismatch")
 
 #: The prune record fields its seal covers.
 PRUNE_FIELDS = ("id", "at", "before", "sessions", "frames", "session_ids")

@@ -7,6 +7,8 @@
 - :mod:`.launcher`: the default container and shell fallback;
 - :mod:`.upstream`: the cluster side (connection, pod lookup, the exec request);
 - :mod:`.watchdog`: idle and maximum-duration deadlines;
+- :mod:`.screen`: the screen model and command extraction, in budgeted steps;
+- :mod:`.revocation`: live sessions re-checked for permission every few seconds;
 - :mod:`.ending`: why a session ends (close code, message, end reason);
 - :mod:`.tasks`: running tasks together, first to finish or fail decides.
 
