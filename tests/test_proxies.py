@@ -11,11 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +26,7 @@ from asgiref.sync import sync_to_async
 from axes.models import AccessAttempt
 
 from terminals.models import DeniedAttempt, Session
-from tests.fixtures.daphne import LISTENING, Daphne, daphne_environment
+from tests.fixtures.daphne import Daphne, daphne_environment, run_daphne
 from tests.fixtures.terminal_client import TerminalClient
 from tests.fixtures.users import make_user, session_cookie
 
@@ -64,45 +61,11 @@ def deployed_command() -> list[str]:
 def deployed_daphne(kubesim: Any, trusted: int | list[str]) -> Iterator[Daphne]:
     """Daphne as deployed, trusting ``trusted`` proxies (TERMINALS_TRUSTED_PROXIES)."""
     env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
         **daphne_environment(kubesim),
         "WEBSHELL_TEST_TRUSTED_PROXIES": json.dumps(trusted),
     }
-    process = subprocess.Popen(
-        deployed_command(),
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    log: list[str] = []
-    port: list[int] = []
-    started = threading.Event()
-
-    def read_log() -> None:
-        assert process.stderr is not None
-        for line in process.stderr:  # read on, so that the pipe never fills
-            log.append(line)
-            match = LISTENING.search(line)
-            if match and not port:
-                port.append(int(match.group(1)))
-                started.set()
-        started.set()
-
-    threading.Thread(target=read_log, daemon=True).start()
-    try:
-        if not started.wait(30) or not port:
-            raise RuntimeError("Daphne did not start:\n" + "".join(log))
-        yield Daphne(port=port[0], process=process, log=log)
-    finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with run_daphne(env, command=deployed_command()) as server:
+        yield server
 
 
 def log_in(

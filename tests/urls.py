@@ -1,22 +1,5 @@
-"""The test project's URLs: as webshell/urls.py (no password reset by e-mail), kept separate."""
+"""The test project's URLs are webshell's (login, logout, password change; no reset by e-mail)."""
 
-from django.contrib import admin
-from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from webshell.urls import urlpatterns
 
-urlpatterns = [
-    path("admin/", admin.site.urls),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path(
-        "accounts/password_change/",
-        auth_views.PasswordChangeView.as_view(),
-        name="password_change",
-    ),
-    path(
-        "accounts/password_change/done/",
-        auth_views.PasswordChangeDoneView.as_view(),
-        name="password_change_done",
-    ),
-    path("", include("terminals.urls")),
-]
+__all__ = ["urlpatterns"]
