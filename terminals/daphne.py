@@ -1,4 +1,4 @@
-"""Two small, documented extensions of Daphne, installed once per Daphne process by
+"""Three small, documented extensions of Daphne, installed once per Daphne process by
 ``TerminalsConfig.ready`` (:func:`install`). Without Daphne nothing here runs.
 
 **Server close codes 1011-1014.** RFC 6455 (7.4.1) and the IANA registry give servers 1011
@@ -37,6 +37,15 @@ output pumps' 4 MiB read-ahead each. Twisted's own 64 KiB mark is kept: a 256 Ki
 Daphne the same CPU per MiB, and the kernel's socket buffer already keeps the connection busy
 while a sender waits.
 
+**Time for the closing handshake.** After a server sends its close frame, autobahn waits
+``closeHandshakeTimeout`` (1 s by default, which Daphne keeps) for the client's reply and then
+aborts the TCP connection. An abort is a reset, and Linux discards what a reset socket has
+received but not yet read: a client busy for more than a second (a loaded laptop, a browser tab
+in the background, 300 connects at once in a test) lost the close frame, and with it the close
+code and reason, and saw a bare 1006. The extension gives the reply
+:data:`CLOSE_HANDSHAKE_TIMEOUT` seconds; a client that never replies holds its socket that
+long and no longer.
+
 The transport's one producer slot: after the upgrade, Daphne leaves the ``HTTPChannel`` that
 carried the handshake registered as the transport's producer (inert by then: Daphne never
 finishes the upgrade request). The extension puts its own in that place and passes every
@@ -53,14 +62,17 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 SERVER_CLOSE_CODES = frozenset({1011, 1012, 1013, 1014})
+# Seconds a client has to answer the server's close frame before the connection is aborted.
+CLOSE_HANDSHAKE_TIMEOUT = 10.0
 # The attribute that holds a WebSocket protocol's Writability.
 WRITABILITY = "terminals_writability"
 
 
 def install() -> None:
-    """Install both extensions (idempotent)."""
+    """Install the extensions (idempotent)."""
     server_close_codes()
     bound_send_buffers()
+    patient_close_handshake()
 
 
 def server_close_codes() -> None:
@@ -79,6 +91,23 @@ def server_close_codes() -> None:
 
     server_close.terminals_extension = True  # type: ignore[attr-defined]
     WebSocketProtocol.serverClose = server_close
+
+
+def patient_close_handshake() -> None:
+    """Give clients :data:`CLOSE_HANDSHAKE_TIMEOUT` to answer a close frame (idempotent)."""
+    from daphne.ws_protocol import WebSocketFactory
+
+    original = WebSocketFactory.__init__
+    if getattr(original, "terminals_extension", False):
+        return
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        # Daphne's own setProtocolOptions() call leaves this option alone.
+        self.closeHandshakeTimeout = CLOSE_HANDSHAKE_TIMEOUT
+
+    init.terminals_extension = True  # type: ignore[attr-defined]
+    WebSocketFactory.__init__ = init  # type: ignore[method-assign]
 
 
 class Writability:

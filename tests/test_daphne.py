@@ -1,5 +1,5 @@
 """terminals.daphne: Daphne's ``websocket.send`` waits while the socket's write buffer is full,
-and the server close codes 1011-1014 go out.
+the server close codes 1011-1014 go out, and a client has time to answer a close frame.
 
 The transport here is Twisted's own ``FileDescriptor`` (its buffering, high-water mark and
 producer calls are the real ones) over a pretend kernel socket that takes only what the test
@@ -9,12 +9,15 @@ lets it; the server is Daphne's ``Server``, with the extension installed in this
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
+import struct
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from daphne.server import Server
-from daphne.ws_protocol import WebSocketProtocol
+from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
@@ -301,3 +304,53 @@ def test_other_close_codes_take_daphnes_own_path(code):
     closing = Closing()
     WebSocketProtocol.serverClose(closing, code)
     assert (closing.frames, closing.closes) == ([], [code or 1000])
+
+
+def test_a_client_has_more_than_autobahns_second_to_answer_a_close_frame():
+    factory = WebSocketFactory(SimpleNamespace(), server="Daphne")
+    assert factory.closeHandshakeTimeout == extension.CLOSE_HANDSHAKE_TIMEOUT >= 5
+
+
+async def read_frames(reader: asyncio.StreamReader) -> list[tuple[int, bytes]]:
+    """The server's frames (opcode, payload) up to and including its close frame."""
+    frames = []
+    while True:
+        first, second = await reader.readexactly(2)
+        length = second & 0x7F
+        if length == 126:
+            (length,) = struct.unpack("!H", await reader.readexactly(2))
+        elif length == 127:
+            (length,) = struct.unpack("!Q", await reader.readexactly(8))
+        frames.append((first & 0x0F, await reader.readexactly(length)))
+        if first & 0x0F == 0x8:
+            return frames
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_client_that_reads_late_still_gets_the_close_code(daphne):
+    """The reason for a refusal survives a client that is busy when it comes.
+
+    Before the extension, autobahn reset the connection a second after its close frame, and
+    the kernel threw away the frames the client had not read yet: the client saw a bare 1006.
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", daphne.port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        (
+            "GET /ws/terminals/kubesim/default/web/ HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{daphne.port}\r\nOrigin: {daphne.origin}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    response = await reader.readuntil(b"\r\n\r\n")
+    assert response.startswith(b"HTTP/1.1 101")
+    # Busy for longer than autobahn's own one-second wait; no event to await: time is the point.
+    await asyncio.sleep(2)
+    try:
+        frames = await asyncio.wait_for(read_frames(reader), 10)
+    finally:
+        writer.close()
+    _, payload = frames[-1]
+    assert struct.unpack("!H", payload[:2])[0] == 4401
+    assert any(b"log in" in data.lower() for _, data in frames[:-1])
