@@ -107,7 +107,7 @@ def patient_close_handshake() -> None:
         self.closeHandshakeTimeout = CLOSE_HANDSHAKE_TIMEOUT
 
     init.terminals_extension = True  # type: ignore[attr-defined]
-    WebSocketFactory.__init__ = init  # type: ignore[method-assign]
+    WebSocketFactory.__init__ = init
 
 
 class Writability:
