@@ -187,9 +187,11 @@ class SessionAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("traffic"))
     def traffic(self, session: Session) -> str:
+        # A live session's counters are written when it ends; until then they are counted.
+        counts: Any = store.totals(session.pk) if session.ended_at is None else vars(session)
         return (
-            f"in: {session.frames_in} frames, {session.bytes_in} bytes; "
-            f"out: {session.frames_out} frames, {session.bytes_out} bytes"
+            f"in: {counts['frames_in']} frames, {counts['bytes_in']} bytes; "
+            f"out: {counts['frames_out']} frames, {counts['bytes_out']} bytes"
         )
 
     @admin.display(description=_("hash chain"))

@@ -30,6 +30,8 @@ DEFAULTS: dict[str, Any] = {
     "IMPERSONATE_GROUP_PREFIX": "",
     "OUTPUT_BUFFER": 1048576,  # bytes sent to a browser and not yet drained before reads pause
     "AUDIT_COMMIT_TIMEOUT": 5,  # seconds a commit may take before the session ends (4503)
+    # Group commits of the process's audit writer running at once (PostgreSQL; SQLite: one).
+    "AUDIT_COMMITS_IN_FLIGHT": 2,
     # Refusals of one client (a username, else an address) and kind recorded one by one before
     # the rest are counted, and seconds per further one recorded (terminals.denials).
     "DENIAL_BURST": 10,

@@ -17,7 +17,7 @@ from django.db import DatabaseError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from .audit import ledger
+from .audit import ledger, store
 from .conf import get_config
 from .denials import DenialThrottle, Tally
 from .models import DeniedAttempt, Server, Session
@@ -112,11 +112,15 @@ def close_session(
         )
         try:
             with transaction.atomic():
+                # Counted from the frames, once: the writer keeps no counters per commit.
+                Session.objects.filter(pk=session_id).update(**store.totals(session_id))
                 ledger.seal_session(session_id)
         except DatabaseError as exc:
             # The end is recorded all the same (the store is failing, which may be why the
             # session ends); verification will report the seal missing.
-            logger.error("Session %s ended, but it could not be sealed: %r", session_id, exc)
+            logger.error(
+                "Session %s ended, but it could not be counted and sealed: %r", session_id, exc
+            )
     return True
 
 

@@ -1,7 +1,8 @@
 """The recorder against the real database: write-ahead, group commit, bounded, fail-closed.
 
-Store faults (a lost connection, a hung commit) are played by fake writers around or instead of
-the real ``store.write_batch``, injected through the constructor.
+Store faults (a lost connection, a hung commit) are played by fake group writes around or instead
+of the real ``writes.write_group``, given to a ``GroupWriter`` passed to the recorder. The group
+writer's own rules (grouping, slots, isolation) are tested in ``test_audit_writer.py``.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import IntegrityError, OperationalError, connection, connections
 
-from terminals.audit import recorder as recorder_module
-from terminals.audit import store
+from terminals.audit import store, writes
+from terminals.audit import writer as writer_module
 from terminals.audit.recorder import STDIN, STDOUT, AuditUnavailable, Recorder
+from terminals.audit.writer import GroupWriter
 from terminals.models import Command, Frame, Session
 from tests.fixtures.users import make_user
 
@@ -30,7 +32,7 @@ def executor(monkeypatch):
     """A one-thread executor for this test, whose database connection is closed afterwards
     (the shared executor's threads would keep the test database open past the run)."""
     pool = ThreadPoolExecutor(max_workers=1)
-    monkeypatch.setattr(recorder_module, "EXECUTOR", pool)
+    monkeypatch.setattr(writer_module, "_executor", pool)
     yield pool
     pool.submit(connections.close_all).result()
     pool.shutdown()
@@ -44,22 +46,22 @@ def session_id():
 
 
 class GatedWrites:
-    """Spy on the real write_batch: counts batch sizes and can hold a commit back."""
+    """Spy on the real write_group: counts rows per commit and can hold a commit back."""
 
     def __init__(self, monkeypatch):
         self.sizes: list[int] = []
         self.gate = threading.Event()
         self.gate.set()
         self.entered = threading.Event()
-        real = recorder_module.write_batch
+        real = writes.write_group
 
-        def write_batch(session_id, frames, commands, head, **kwargs):
+        def write_group(batches, **kwargs):
             self.entered.set()
             self.gate.wait(10)
-            self.sizes.append(len(frames))
-            real(session_id, frames, commands, head, **kwargs)
+            self.sizes.append(sum(len(batch.frames) for batch in batches))
+            return real(batches, **kwargs)
 
-        monkeypatch.setattr(recorder_module, "write_batch", write_batch)
+        monkeypatch.setattr(writer_module, "write_group", write_group)
 
 
 async def stored(session_id) -> int:
@@ -94,9 +96,10 @@ async def test_frames_that_arrive_during_a_commit_join_the_next_one(session_id, 
     assert writes.sizes == [1, 1]
     row = await Frame.objects.aget(session_id=session_id, seq=1)
     assert bytes(row.data) == b"".join(b"x%d" % n for n in range(50))
+    totals = await sync_to_async(store.totals)(session_id)
+    assert totals["frames_out"] == 2  # stored rows, as in the Frame table
+    assert totals["bytes_out"] == 5 + sum(len(b"x%d" % n) for n in range(50))
     session = await Session.objects.aget(pk=session_id)
-    assert session.frames_out == 2  # stored rows, as in the Frame table
-    assert session.bytes_out == 5 + sum(len(b"x%d" % n) for n in range(50))
     assert (await sync_to_async(store.verify_session)(session)).ok
 
 
@@ -137,7 +140,7 @@ async def test_a_failing_store_fails_every_waiting_and_later_frame(session_id):
 
 
 class FlakyWrites:
-    """The real write_batch behind a fake connection loss on the first ``failures`` calls.
+    """The real write_group behind a fake connection loss on the first ``failures`` calls.
 
     ``landed`` plays an acknowledgement lost after the commit: the batch is written, then the
     connection error is raised anyway.
@@ -149,19 +152,25 @@ class FlakyWrites:
         self.error = error or OperationalError("server closed the connection unexpectedly")
         self.calls: list[bool] = []  # the retry flag of each call
 
-    def __call__(self, session_id, frames, commands, head, *, retry=False):
+    def __call__(self, batches, *, retry=False):
         self.calls.append(retry)
         if len(self.calls) <= self.failures:
             if self.landed:
-                store.write_batch(session_id, frames, commands, head, retry=retry)
+                writes.write_group(batches, retry=retry)
             raise self.error
-        store.write_batch(session_id, frames, commands, head, retry=retry)
+        return writes.write_group(batches, retry=retry)
+
+
+def recorder_with(write, session_id=None, commit_timeout: float = 10) -> Recorder:
+    """A recorder whose group writer commits with ``write``."""
+    writer = GroupWriter(write, commit_timeout=commit_timeout)
+    return Recorder(session_id or uuid.uuid4(), writer=writer)
 
 
 @pytest.mark.parametrize("landed", [False, True], ids=["lost-before-commit", "lost-ack"])
 async def test_a_lost_connection_is_retried_once_and_each_frame_stored_once(session_id, landed):
     writes = FlakyWrites(failures=1, landed=landed)
-    recorder = Recorder(session_id, write=writes, commit_timeout=10)
+    recorder = recorder_with(writes, session_id)
     stored_first = await recorder.record(STDIN, b"ls\r")
     assert writes.calls == [False, True]
     assert stored_first.seq == 0
@@ -170,8 +179,9 @@ async def test_a_lost_connection_is_retried_once_and_each_frame_stored_once(sess
     await recorder.close()
     rows = [(f.seq, bytes(f.data)) async for f in Frame.objects.filter(session_id=session_id)]
     assert rows == [(0, b"ls\r"), (1, b"file\r\n")]
+    totals = await sync_to_async(store.totals)(session_id)
+    assert totals["frames_in"] == 1 and totals["frames_out"] == 1
     session = await Session.objects.aget(pk=session_id)
-    assert session.frames_in == 1 and session.frames_out == 1
     assert (await sync_to_async(store.verify_session)(session)).ok
 
 
@@ -179,7 +189,7 @@ async def test_a_commands_only_batch_that_landed_is_not_stored_twice(session_id)
     from terminals.audit.commands import CommandLine
 
     writes = FlakyWrites(failures=1, landed=True)
-    recorder = Recorder(session_id, write=writes, commit_timeout=10)
+    recorder = recorder_with(writes, session_id)
     await recorder.record(STDIN, b"ls\r")  # fails once, landed: retried
     recorder.add_commands([CommandLine(5, "$ ls", "ls")])
     await recorder.close()
@@ -190,7 +200,7 @@ async def test_a_commands_only_batch_that_landed_is_not_stored_twice(session_id)
 
 async def test_a_second_connection_failure_ends_the_recording(session_id):
     writes = FlakyWrites(failures=2)
-    recorder = Recorder(session_id, write=writes, commit_timeout=10)
+    recorder = recorder_with(writes, session_id)
     with pytest.raises(AuditUnavailable):
         await recorder.record(STDIN, b"ls\r")
     assert writes.calls == [False, True]
@@ -208,7 +218,7 @@ async def test_a_second_connection_failure_ends_the_recording(session_id):
 )
 async def test_only_connection_errors_are_retried(session_id, error):
     writes = FlakyWrites(failures=1, error=error)
-    recorder = Recorder(session_id, write=writes, commit_timeout=10)
+    recorder = recorder_with(writes, session_id)
     with pytest.raises(AuditUnavailable):
         await recorder.record(STDIN, b"ls\r")
     assert writes.calls == [False]
@@ -223,10 +233,11 @@ class HangingWrites:
         self.entered = threading.Event()
         self.calls = 0
 
-    def __call__(self, session_id, frames, commands, head, *, retry=False):
+    def __call__(self, batches, *, retry=False):
         self.calls += 1
         self.entered.set()
         self.release.wait(30)
+        return {}
 
 
 @pytest.fixture
@@ -237,7 +248,7 @@ def hanging():
 
 
 async def test_a_hung_commit_fails_every_waiter_after_the_commit_timeout(hanging):
-    recorder = Recorder(uuid.uuid4(), write=hanging, commit_timeout=0.05)
+    recorder = recorder_with(hanging, commit_timeout=0.05)
     in_commit = await recorder.submit(STDIN, b"ls\r")
     queued = await recorder.submit(STDIN, b"pwd\r")
     started = time.monotonic()
@@ -253,7 +264,7 @@ async def test_a_hung_commit_fails_every_waiter_after_the_commit_timeout(hanging
 
 
 async def test_close_does_not_wait_for_a_hung_commit(hanging):
-    recorder = Recorder(uuid.uuid4(), write=hanging, commit_timeout=0.05)
+    recorder = recorder_with(hanging, commit_timeout=0.05)
     done = await recorder.submit(STDOUT, b"last words")
     async with asyncio.timeout(5):
         await recorder.close()
@@ -265,8 +276,10 @@ async def test_a_commit_queued_behind_a_hung_thread_is_bounded_too(hanging):
     """Two sessions share a one-thread executor; the second does not wait for the first."""
     pool = ThreadPoolExecutor(max_workers=1)
     try:
-        stuck = Recorder(uuid.uuid4(), write=hanging, commit_timeout=0.05, executor=pool)
-        behind = Recorder(uuid.uuid4(), write=hanging, commit_timeout=0.05, executor=pool)
+        # Two slots, one thread: the second group is started, and waits for the thread.
+        writer = GroupWriter(hanging, commit_timeout=0.05, pool=pool, in_flight=2)
+        stuck = Recorder(uuid.uuid4(), writer=writer)
+        behind = Recorder(uuid.uuid4(), writer=writer)
         first = await stuck.submit(STDIN, b"a")
         await asyncio.to_thread(hanging.entered.wait, 5)  # the first commit has the thread
         async with asyncio.timeout(5):
@@ -282,9 +295,7 @@ async def test_a_commit_queued_behind_a_hung_thread_is_bounded_too(hanging):
 
 async def test_the_commit_timeout_defaults_to_the_setting(settings):
     settings.TERMINALS = {**settings.TERMINALS, "AUDIT_COMMIT_TIMEOUT": 0.25}
-    recorder = Recorder(uuid.uuid4(), write=HangingWrites())
-    assert recorder.commit_timeout == 0.25
-    recorder.abandon()
+    assert GroupWriter(HangingWrites()).commit_timeout == 0.25
 
 
 async def test_rows_are_chained_under_the_current_audit_key(session_id):
@@ -317,3 +328,83 @@ async def test_nothing_is_recorded_once_the_session_has_ended(session_id):
     assert await stored(session_id) == 1
     session = await Session.objects.aget(pk=session_id)
     assert session.sealed_frames == 1 and session.seal
+
+
+async def test_one_commit_carries_several_sessions_and_refuses_only_the_ended_one(monkeypatch):
+    from terminals import records
+
+    writes_spy = GatedWrites(monkeypatch)
+    ids = []
+    for name in ("ann", "bob", "cid"):
+        user = await sync_to_async(make_user)(name)
+        session = await Session.objects.acreate(
+            user=user, username=name, cluster="c", namespace="n", pod="p"
+        )
+        ids.append(session.pk)
+    writer = GroupWriter(in_flight=1)
+    first, ended, live = (Recorder(pk, writer=writer) for pk in ids)
+    writes_spy.gate.clear()
+    holding = await first.submit(STDIN, b"a")  # its commit holds the only slot
+    await asyncio.to_thread(writes_spy.entered.wait, 10)
+    await sync_to_async(records.close_session)(ended.session_id, Session.EndReason.SERVER_LOST)
+    refused = await ended.submit(STDOUT, b"too late")
+    kept = await live.submit(STDOUT, b"kept")
+    writes_spy.gate.set()
+    await holding
+    with pytest.raises(AuditUnavailable):
+        await refused
+    await kept
+    assert writes_spy.sizes == [1, 2]  # the second commit was given bob's and cid's frames
+    for recorder in (first, ended, live):
+        await recorder.close()
+    assert [await stored(pk) for pk in ids] == [1, 0, 1]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks: PostgreSQL only")
+async def test_an_end_waits_for_a_commit_in_flight_and_seals_its_frames(session_id, monkeypatch):
+    """The commit holds the session's row FOR KEY SHARE; the end's FOR UPDATE waits for it."""
+    from terminals import records
+
+    inserting, release = threading.Event(), threading.Event()
+    real = writes._insert_frames
+
+    def slow_insert(batches):
+        inserting.set()
+        release.wait(10)
+        real(batches)
+
+    monkeypatch.setattr(writes, "_insert_frames", slow_insert)
+    recorder = Recorder(session_id, writer=GroupWriter(in_flight=1))
+    done = await recorder.submit(STDIN, b"ls\r")
+    await asyncio.to_thread(inserting.wait, 10)
+
+    def end() -> bool:
+        try:
+            return records.close_session(session_id, Session.EndReason.SERVER_LOST)
+        finally:
+            connections.close_all()  # this thread's own connection
+
+    ending = asyncio.ensure_future(asyncio.to_thread(end))
+
+    def waiting_on_a_lock() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock'"
+            )
+            return cursor.fetchone()[0] > 0
+
+    for _ in range(500):  # polling another process's state: there is no event to await
+        if await sync_to_async(waiting_on_a_lock)():
+            break
+        await asyncio.sleep(0.02)
+    else:
+        pytest.fail("the end never waited for the commit's lock")
+    release.set()
+    await done  # the frame committed, before the end
+    assert await ending
+    await recorder.close()
+    session = await Session.objects.aget(pk=session_id)
+    assert (session.sealed_frames, session.frames_in, session.bytes_in) == (1, 1, 3)
+    report = await sync_to_async(store.verify_session)(session)
+    assert report.ok

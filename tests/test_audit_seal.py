@@ -31,6 +31,7 @@ from terminals.audit.chain import frame_digest, genesis
 from terminals.audit.commands import CommandLine
 from terminals.audit.keyring import AuditKey
 from terminals.audit.recorder import RESIZE, STDIN, STDOUT, Recorder
+from terminals.audit.writer import GroupWriter
 from terminals.checks import check_audit_key
 from terminals.models import AuditPrune, Frame, LedgerEntry, Session
 from terminals.permissions import ExecTarget
@@ -71,7 +72,7 @@ def record(pool):
         records.mark_running(session.pk, "main", ["/bin/bash"])
 
         async def frames() -> None:
-            recorder = Recorder(session.pk, executor=pool)
+            recorder = Recorder(session.pk, writer=GroupWriter(pool=pool))
             for direction, data in SCRIPT:
                 await recorder.record(direction, data)
             recorder.add_commands(COMMANDS)

@@ -23,11 +23,13 @@ from django.db import (
     transaction,
 )
 
-from terminals.audit import store
+from terminals.audit import store, writes
 from terminals.audit.chain import frame_digest, genesis
 from terminals.audit.commands import CommandLine
 from terminals.audit.recorder import STDIN, STDOUT, AuditUnavailable, Recorder
-from terminals.audit.store import PendingFrame, is_connection_error, write_batch
+from terminals.audit.store import PendingFrame, is_connection_error
+from terminals.audit.writer import GroupWriter
+from terminals.audit.writes import SessionBatch
 from terminals.models import Command, Frame, Session
 from tests.fixtures.users import make_user
 
@@ -73,6 +75,16 @@ def batch(session_id, seq: int, data: bytes, head: bytes) -> tuple[list[PendingF
     return [PendingFrame(seq, seq * 1000, STDIN, data, digest.hex())], digest
 
 
+def write_batch(session_id, frames, commands, *, retry: bool = False) -> dict:
+    """One session's batch through the group write."""
+    return writes.write_group([SessionBatch(session_id, frames, commands)], retry=retry)
+
+
+def recorder_on(session_id, pool) -> Recorder:
+    """A recorder whose group writer runs on the test's pool (two commits in flight)."""
+    return Recorder(session_id, writer=GroupWriter(pool=pool, in_flight=2))
+
+
 # Which errors are a lost connection
 
 
@@ -115,39 +127,38 @@ def test_other_errors_are_not_connection_errors(error):
 
 
 def test_a_retry_of_a_batch_that_landed_stores_nothing_more(session_id):
-    frames, head = batch(session_id, 0, b"ls\r", genesis(session_id))
+    frames, _ = batch(session_id, 0, b"ls\r", genesis(session_id))
     commands = [CommandLine(1000, "$ ls", "ls")]
-    write_batch(session_id, frames, commands, head.hex())
-    write_batch(session_id, frames, commands, head.hex(), retry=True)
+    write_batch(session_id, frames, commands)
+    write_batch(session_id, frames, commands, retry=True)
     assert Frame.objects.filter(session_id=session_id).count() == 1
     assert Command.objects.filter(session_id=session_id).count() == 1
-    session = Session.objects.get(pk=session_id)
-    assert session.frames_in == 1 and session.bytes_in == 3
-    assert store.verify_session(session).ok
+    totals = store.totals(session_id)
+    assert totals["frames_in"] == 1 and totals["bytes_in"] == 3
+    assert store.verify_session(Session.objects.get(pk=session_id)).ok
 
 
 def test_a_retry_of_a_batch_that_did_not_land_writes_it(session_id):
-    frames, head = batch(session_id, 0, b"ls\r", genesis(session_id))
-    write_batch(session_id, frames, [], head.hex(), retry=True)
+    frames, _ = batch(session_id, 0, b"ls\r", genesis(session_id))
+    write_batch(session_id, frames, [], retry=True)
     assert store.verify_session(Session.objects.get(pk=session_id)).ok
 
 
 def test_a_commands_only_retry_is_written_once(session_id):
     commands = [CommandLine(2000, "$ pwd", "pwd")]
-    head = genesis(session_id).hex()
-    write_batch(session_id, [], commands, head, retry=True)
-    write_batch(session_id, [], commands, head, retry=True)
+    write_batch(session_id, [], commands, retry=True)
+    write_batch(session_id, [], commands, retry=True)
     assert list(Command.objects.filter(session_id=session_id).values_list("text", flat=True)) == [
         "pwd"
     ]
 
 
 def test_a_retry_that_finds_another_frame_in_its_place_fails(session_id):
-    frames, head = batch(session_id, 0, b"ls\r", genesis(session_id))
-    write_batch(session_id, frames, [], head.hex())
-    other, other_head = batch(session_id, 0, b"rm -rf /\r", genesis(session_id))
+    frames, _ = batch(session_id, 0, b"ls\r", genesis(session_id))
+    write_batch(session_id, frames, [])
+    other, _ = batch(session_id, 0, b"rm -rf /\r", genesis(session_id))
     with pytest.raises(RuntimeError, match="not this batch's"):
-        write_batch(session_id, other, [], other_head.hex(), retry=True)
+        write_batch(session_id, other, [], retry=True)
 
 
 # Real faults on PostgreSQL
@@ -184,7 +195,7 @@ def terminate(pids: list[int]) -> list[str]:
 
 @postgresql_only
 async def test_a_session_survives_its_connections_being_terminated(session_id, pool):
-    recorder = Recorder(session_id, executor=pool)
+    recorder = recorder_on(session_id, pool)
     await recorder.record(STDIN, b"before\r")
     # Both threads hold a connection, so the retry finds a dead one wherever it runs.
     pids = await asyncio.to_thread(audit_backends, pool)
@@ -204,7 +215,7 @@ async def test_a_session_survives_its_connections_being_terminated(session_id, p
 
 @postgresql_only
 async def test_a_second_failure_ends_the_recording_on_postgresql(session_id, pool, monkeypatch):
-    recorder = Recorder(session_id, executor=pool)
+    recorder = recorder_on(session_id, pool)
     await recorder.record(STDIN, b"before\r")
     attempts = []
 
@@ -214,7 +225,7 @@ async def test_a_second_failure_ends_the_recording_on_postgresql(session_id, poo
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
 
-    monkeypatch.setattr(store, "_write", die)
+    monkeypatch.setattr(writes, "_insert_frames", die)
     with pytest.raises(AuditUnavailable):
         await recorder.record(STDIN, b"lost\r")
     assert len(attempts) == 2  # tried, then retried once
@@ -253,7 +264,7 @@ async def test_a_locked_table_ends_the_session_within_the_commit_timeout(
     session_id, pool, settings
 ):
     settings.TERMINALS = {**settings.TERMINALS, "AUDIT_COMMIT_TIMEOUT": 1}
-    recorder = Recorder(session_id, executor=pool)
+    recorder = recorder_on(session_id, pool)
     await recorder.record(STDIN, b"before\r")
 
     lock = TableLock()

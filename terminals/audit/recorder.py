@@ -1,50 +1,34 @@
-"""The write-ahead recorder: every frame is committed before it is delivered.
+"""The write-ahead recorder of one session: every frame is committed before it is delivered.
 
 ``submit()`` queues a frame and waits only while too much is in flight, which is how a slow
-store makes the upstream read wait. One writer task per session commits everything queued so
-far in one transaction (group commit): frames that arrive during a commit go into the next one,
-so a keystroke waits for at most about one commit. Consecutive output frames of a commit are
-stored as one row of up to ``MAX_ROW`` bytes (a PTY hands out about 4 KiB per read; rows that
-small cost most of the time). Rows are chained (``chain.py``) as they are written, under the
-current audit key (the one the session's record names: both are read when it opens). The caller
-awaits the frame's future and only then forwards the frame. If the store fails, every waiting
-and later frame fails with :class:`AuditUnavailable` and nothing more is forwarded.
-
-Commits run on an executor of the recorder's own, not on the single thread that
-``database_sync_to_async`` shares across every consumer of the process.
-
-Store faults. A commit that fails on a lost connection (failover, restart, a terminated
-backend) is retried once on a new connection; the retry first checks whether the failed
-attempt landed after all, so no frame is stored twice (``store.write_batch``). Any other error,
-or a second failure, fails the recorder. A commit that has not finished after
-``AUDIT_COMMIT_TIMEOUT`` (retry included) fails it too: the session ends rather than freezes.
-The thread stays busy until the store gives up as well (PostgreSQL cancels the statement at
-the same timeout); meanwhile commits queued behind it time out in their turn, so nothing
-waits without bound.
+store makes the upstream read wait. The recorder's writer task takes everything queued so far,
+chains it (``chain.py``, under the audit key the session's record names) and hands it to the
+process's group writer (``writer.py``) as one batch, which commits it with the batches of other
+sessions: frames that arrive meanwhile go into the next batch, so a keystroke waits for about one
+commit. A session has one batch in flight at a time, so its frames land in order. Consecutive
+output frames of a batch are stored as one row of up to ``MAX_ROW`` bytes (a PTY hands out
+about 4 KiB per read; rows that small cost most of the time). The caller awaits the frame's
+future and only then forwards the frame. If a batch fails (the store fails or times out, or
+refuses an ended session: see the writer), every waiting and later frame fails with
+:class:`AuditUnavailable` and nothing more is forwarded.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 import uuid
-from collections.abc import Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
 
-from ..conf import get_config
 from .chain import frame_digest, genesis
 from .commands import CommandLine
 from .keyring import AuditKey, current_key
-from .store import PendingFrame, is_connection_error, write_batch
+from .store import PendingFrame
+from .writer import GroupWriter, group_writer
+from .writes import SessionBatch
 
 logger = logging.getLogger(__name__)
-
-#: Shared by every recorder of the process; each thread keeps its own database connection.
-EXECUTOR = ThreadPoolExecutor(max_workers=4, thread_name_prefix="terminals-audit")
 
 STDIN, STDOUT, RESIZE = "i", "o", "r"
 MAX_ROW = 64 * 1024  # bytes of output merged into one stored row at most
@@ -52,20 +36,6 @@ MAX_ROW = 64 * 1024  # bytes of output merged into one stored row at most
 
 class AuditUnavailable(Exception):
     """The audit store cannot be written; the session must end without forwarding more."""
-
-
-class Writer(Protocol):
-    """Commits one batch synchronously (``store.write_batch``, or a test's fake)."""
-
-    def __call__(
-        self,
-        session_id: uuid.UUID,
-        frames: Sequence[PendingFrame],
-        commands: Sequence[CommandLine],
-        head: str,
-        *,
-        retry: bool = False,
-    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -93,11 +63,9 @@ class _Row:
 
 
 class Recorder:
-    """Hash-chained, group-committed audit writer for one session.
+    """The hash-chained, write-ahead audit of one session.
 
-    ``write`` defaults to ``store.write_batch``, ``commit_timeout`` to the
-    ``AUDIT_COMMIT_TIMEOUT`` setting, ``executor`` to :data:`EXECUTOR` and ``key`` to the
-    current audit key.
+    ``writer`` defaults to the running loop's group writer and ``key`` to the current audit key.
     """
 
     def __init__(
@@ -106,19 +74,12 @@ class Recorder:
         max_in_flight_bytes: int = 4 * 1024 * 1024,
         max_in_flight_frames: int = 1024,
         *,
-        write: Writer | None = None,
-        commit_timeout: float | None = None,
-        executor: Executor | None = None,
+        writer: GroupWriter | None = None,
         key: AuditKey | None = None,
     ) -> None:
         self.session_id = session_id
         self.key = key or current_key()
-        # Module globals looked up now, not as default values, so that they can be patched.
-        self._write: Writer = write if write is not None else write_batch
-        self._executor = executor if executor is not None else EXECUTOR
-        if commit_timeout is None:
-            commit_timeout = float(get_config()["AUDIT_COMMIT_TIMEOUT"])
-        self.commit_timeout = commit_timeout
+        self._group = writer if writer is not None else group_writer()
         self.started = time.monotonic()
         self.head = genesis(session_id, self.key)
         self.seq = 0
@@ -189,11 +150,11 @@ class Recorder:
                 rows = _rows(batch)
                 frames, head, seq = self._chain(rows)
                 try:
-                    await self._commit(frames, commands, head.hex())
+                    await self._group.commit(SessionBatch(self.session_id, frames, commands))
                 except TimeoutError:
                     logger.error(
                         "Audit store did not commit within %s s for session %s.",
-                        self.commit_timeout,
+                        self._group.commit_timeout,
                         self.session_id,
                     )
                     self._fail(AuditUnavailable("The audit store timed out."), batch)
@@ -212,25 +173,6 @@ class Recorder:
                 self._space.set()
             if self._closing and not self._queue and not self._commands:
                 return
-
-    async def _commit(
-        self, frames: list[PendingFrame], commands: list[CommandLine], head: str
-    ) -> None:
-        """Write a batch within the commit timeout, once more if the connection was lost."""
-        loop = asyncio.get_running_loop()
-        write = functools.partial(self._write, self.session_id, frames, commands, head)
-        async with asyncio.timeout(self.commit_timeout):
-            try:
-                await loop.run_in_executor(self._executor, write)
-            except Exception as exc:
-                if not is_connection_error(exc):
-                    raise
-                logger.warning(
-                    "Audit store connection lost for session %s (%r); retrying once.",
-                    self.session_id,
-                    exc,
-                )
-                await loop.run_in_executor(self._executor, functools.partial(write, retry=True))
 
     def _chain(self, rows: list[_Row]) -> tuple[list[PendingFrame], bytes, int]:
         """Sequence numbers and digests for the rows, continuing the committed chain."""

@@ -1,11 +1,12 @@
-"""Synchronous ORM work of the audit trail: writing batches, verifying, exporting, pruning.
+"""Synchronous ORM work of the audit trail: the writers' connections, a session's totals,
+verifying, exporting, pruning. The group commit itself is ``writes.py``.
 
-The recorder's threads (``recorder.EXECUTOR``) are the only callers of :func:`write_batch`. Each
-keeps its own connection, named ``terminals-audit`` in ``pg_stat_activity`` and, on PostgreSQL,
-with ``statement_timeout`` set to ``AUDIT_COMMIT_TIMEOUT`` once per new connection: the recorder
-gives up on a commit after that long, and the server then cancels the statement, so a lock held
-elsewhere cannot park the thread (and every commit queued behind it) for longer. On SQLite the
-``timeout`` option of ``DATABASES`` bounds lock waits instead.
+The group writer's threads (``writer.py``) each keep their own connection, named
+``terminals-audit`` in ``pg_stat_activity`` and, on PostgreSQL, with ``statement_timeout`` set
+to ``AUDIT_COMMIT_TIMEOUT`` once per new connection: the writer gives up on a commit after that
+long, and the server then cancels the statement, so a lock held elsewhere cannot park the thread
+(and every commit queued behind it) for longer. On SQLite the ``timeout`` option of
+``DATABASES`` bounds lock waits instead.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from django.db import (
     connection,
     transaction,
 )
-from django.db.models import F
+from django.db.models import Count, Sum
+from django.db.models.functions import Length
 
 from ..conf import get_config
 from ..models import AuditPrune, Command, Frame, Session
@@ -79,35 +81,7 @@ def is_connection_error(exc: BaseException) -> bool:
     return sqlstate is None or str(sqlstate).startswith(_CONNECTION_SQLSTATES)
 
 
-def write_batch(
-    session_id: uuid.UUID,
-    frames: Sequence[PendingFrame],
-    commands: Sequence[CommandLine],
-    head: str,
-    *,
-    retry: bool = False,
-) -> None:
-    """Commit one group of frames, the commands found meanwhile and the new head, atomically.
-
-    With ``retry`` (after a connection error) the batch is written on a new connection, and
-    only if the failed attempt did not land after all (see :func:`_landed`).
-    """
-    try:
-        prepare_connection(fresh=retry)
-        if retry and _landed(session_id, frames, commands):
-            logger.warning("Audit batch of session %s had been committed already.", session_id)
-            return
-        _write(session_id, frames, commands, head)
-    except Exception as exc:
-        _thread.checked_at = 0.0  # check (and drop) the connection before the next write
-        if is_connection_error(exc):
-            # Drop it now: an idle connection killed by the server has not flagged an error,
-            # and close_old_connections() would keep it.
-            _close_connection()
-        raise
-
-
-# The recorder's threads live long and are no request cycle: their connections are checked
+# The writer's threads live long and are no request cycle: their connections are checked
 # (closed if broken or past CONN_MAX_AGE) at most every CONNECTION_CHECK seconds and after an
 # error, not before every commit, where a health check would cost a round trip per keystroke.
 CONNECTION_CHECK = 30.0
@@ -120,7 +94,7 @@ def prepare_connection(*, fresh: bool = False) -> None:
     if fresh:
         # The thread that retries may hold a connection as dead as the one that failed
         # (a restart kills them all); a retry costs a connect, which only retries pay.
-        _close_connection()
+        close_connection()
         _thread.checked_at = now
     elif now - getattr(_thread, "checked_at", 0.0) > CONNECTION_CHECK:
         close_old_connections()
@@ -141,14 +115,23 @@ def prepare_connection(*, fresh: bool = False) -> None:
         _thread.raw, _thread.timeout_ms = raw, timeout_ms
 
 
-def _close_connection() -> None:
+def after_error(exc: BaseException) -> None:
+    """A write failed: check the connection before the next one, and drop it now if lost."""
+    _thread.checked_at = 0.0
+    if is_connection_error(exc):
+        # An idle connection killed by the server has not flagged an error, and
+        # close_old_connections() would keep it.
+        close_connection()
+
+
+def close_connection() -> None:
     try:
         connection.close()
     except DatabaseError as exc:  # closing a broken connection may complain; it is gone anyway
         logger.debug("Closing a broken audit connection: %r", exc)
 
 
-def _landed(
+def landed(
     session_id: uuid.UUID, frames: Sequence[PendingFrame], commands: Sequence[CommandLine]
 ) -> bool:
     """Whether a batch whose commit seemed to fail was committed after all.
@@ -178,54 +161,28 @@ def _landed(
     return True
 
 
-def _write(
-    session_id: uuid.UUID,
-    frames: Sequence[PendingFrame],
-    commands: Sequence[CommandLine],
-    head: str,
-) -> None:
-    counts = {"i": [0, 0], "o": [0, 0]}
-    for frame in frames:
-        if frame.direction in counts:
-            counts[frame.direction][0] += 1
-            counts[frame.direction][1] += len(frame.data)
-    with transaction.atomic():
-        Frame.objects.bulk_create(
-            Frame(
-                session_id=session_id,
-                seq=frame.seq,
-                offset_us=frame.offset_us,
-                direction=frame.direction,
-                data=frame.data,
-                digest=frame.digest,
-            )
-            for frame in frames
-        )
-        if commands:
-            Command.objects.bulk_create(
-                Command(
-                    session_id=session_id,
-                    offset_us=c.offset_us,
-                    line=c.line,
-                    text=c.text,
-                    typed=c.typed,
-                    echoed=c.echoed,
-                    mismatch=c.mismatch,
-                    kind=c.kind,
-                )
-                for c in commands
-            )
-        # Not once it has ended: its seal covers its frames, and nothing is forwarded that
-        # is not recorded (the session ends instead, see the recorder).
-        updated = Session.objects.filter(pk=session_id, ended_at__isnull=True).update(
-            head_digest=head,
-            frames_in=F("frames_in") + counts["i"][0],
-            bytes_in=F("bytes_in") + counts["i"][1],
-            frames_out=F("frames_out") + counts["o"][0],
-            bytes_out=F("bytes_out") + counts["o"][1],
-        )
-        if updated != 1:
-            raise RuntimeError(f"Session {session_id} has ended, or is gone from the audit store.")
+def totals(session_id: uuid.UUID) -> dict[str, Any]:
+    """A session's counters and head, from its stored frames: exact, whatever was committed.
+
+    Input and output count rows (consecutive output is merged into one row) and their bytes;
+    the head is the last frame's digest ("" without frames).
+    """
+    counts = dict.fromkeys(("frames_in", "bytes_in", "frames_out", "bytes_out"), 0)
+    rows = (
+        Frame.objects.filter(session_id=session_id, direction__in=["i", "o"])
+        .values("direction")
+        .annotate(frames=Count("pk"), bytes=Sum(Length("data")))
+    )
+    for row in rows:
+        name = "in" if row["direction"] == "i" else "out"
+        counts[f"frames_{name}"], counts[f"bytes_{name}"] = row["frames"], row["bytes"] or 0
+    head = (
+        Frame.objects.filter(session_id=session_id)
+        .order_by("-seq")
+        .values_list("digest", flat=True)
+        .first()
+    )
+    return {**counts, "head_digest": head or ""}
 
 
 def chain_frames(session_id: uuid.UUID) -> Iterator[ChainFrame]:
