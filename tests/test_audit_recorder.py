@@ -103,6 +103,24 @@ async def test_frames_that_arrive_during_a_commit_join_the_next_one(session_id, 
     assert (await sync_to_async(store.verify_session)(session)).ok
 
 
+async def test_a_batch_holds_at_most_max_batch_bytes(session_id, monkeypatch):
+    """A streaming session's backlog goes in several commits, so others wait for less."""
+    from terminals.audit.recorder import MAX_BATCH, MAX_ROW
+
+    writes = GatedWrites(monkeypatch)
+    writes.gate.clear()
+    recorder = Recorder(session_id)
+    first = await recorder.submit(STDIN, b"cat big\r")
+    await asyncio.to_thread(writes.entered.wait, 10)
+    chunks = [await recorder.submit(STDOUT, b"x" * MAX_ROW) for _ in range(20)]
+    writes.gate.set()
+    await asyncio.gather(first, *chunks)
+    await recorder.close()
+    per_batch = MAX_BATCH // MAX_ROW
+    assert writes.sizes == [1, per_batch, per_batch, 20 - 2 * per_batch]
+    assert await stored(session_id) == 21
+
+
 async def test_memory_is_bounded_the_reader_waits_for_the_store(session_id, monkeypatch):
     writes = GatedWrites(monkeypatch)
     writes.gate.clear()

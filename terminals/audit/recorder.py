@@ -32,6 +32,10 @@ logger = logging.getLogger(__name__)
 
 STDIN, STDOUT, RESIZE = "i", "o", "r"
 MAX_ROW = 64 * 1024  # bytes of output merged into one stored row at most
+# Bytes of one session's batch at most (at least one frame). A commit of the process's writer
+# runs at most this much of a streaming session, so the keystrokes of others (on SQLite, with
+# one commit in flight) wait for a few milliseconds of it, not for its whole read-ahead.
+MAX_BATCH = 512 * 1024
 
 
 class AuditUnavailable(Exception):
@@ -144,7 +148,9 @@ class Recorder:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            batch, self._queue = self._queue, []
+            batch = self._next_batch()
+            if self._queue:
+                self._wakeup.set()  # the rest is the next batch
             commands, self._commands = self._commands, []
             if batch or commands:
                 rows = _rows(batch)
@@ -173,6 +179,17 @@ class Recorder:
                 self._space.set()
             if self._closing and not self._queue and not self._commands:
                 return
+
+    def _next_batch(self) -> list[_Queued]:
+        """The oldest queued frames, up to :data:`MAX_BATCH` bytes (at least one)."""
+        size, count = 0, 0
+        for queued in self._queue:
+            if count and size + len(queued.data) > MAX_BATCH:
+                break
+            size += len(queued.data)
+            count += 1
+        batch, self._queue = self._queue[:count], self._queue[count:]
+        return batch
 
     def _chain(self, rows: list[_Row]) -> tuple[list[PendingFrame], bytes, int]:
         """Sequence numbers and digests for the rows, continuing the committed chain."""
