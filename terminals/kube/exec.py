@@ -3,6 +3,10 @@
 Plain aiohttp, as serious Python clients do it: the ``kubernetes`` package's own stream client
 blocks, decodes each frame as UTF-8 and misreads statuses (see the protocol reference, §14).
 Output stays bytes; the one Status on channel 3 gives the exit code.
+
+The functions take the HTTP client to use (the cluster's shared one, :mod:`.http`, in the
+product); what belongs to one person goes with each request: the credentials and impersonation
+headers, and the TLS context.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from asgiref.sync import sync_to_async
 
 from ..kube.clusters import ClusterUnavailable, Connection, get_cluster
 from ..kube.exec import ExecStream, KubernetesError, exec_path, get_json, open_exec
+from ..kube.http import client_for
 from ..permissions import ExecTarget
 from ..protocol import CloseCode
 from .ending import EndSession
@@ -30,7 +31,11 @@ DenialRecorder = Callable[[ExecTarget, CloseCode, str], Awaitable[None]]
 
 
 class Upstream:
-    """Talks to the API server for one session; :meth:`close` ends every exec it opened."""
+    """Talks to the API server for one session; :meth:`close` ends every exec it opened.
+
+    Requests go through the cluster's shared HTTP client (:mod:`terminals.kube.http`) with
+    this session's own headers; each exec has a connection of its own, closed with it.
+    """
 
     def __init__(
         self,
@@ -47,6 +52,7 @@ class Upstream:
         self._record_denial = record_denial
         self._connection: Connection | None = None
         self._http: aiohttp.ClientSession | None = None
+        self._streams: list[ExecStream] = []
 
     async def connect(self) -> None:
         """Load the cluster's connection (in a thread: kubeconfigs and plugins block)."""
@@ -56,9 +62,7 @@ class Upstream:
         except ClusterUnavailable as exc:
             logger.warning("%s", exc)
             raise EndSession(CloseCode.UPSTREAM_FAILED, "The cluster is not configured.") from exc
-        # One HTTP session per terminal: closing it closes every exec it opened. limit=0,
-        # because aiohttp's default of 100 connections would stall the 101st terminal.
-        self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        self._http = await client_for(self.target.cluster)
 
     async def get_pod(self) -> dict[str, Any]:
         """The pod's object, as the API server has it."""
@@ -77,7 +81,7 @@ class Upstream:
         path = exec_path(self.target.namespace, self.target.pod, command, container)
         try:
             async with asyncio.timeout(self.connect_timeout):
-                return await open_exec(
+                stream = await open_exec(
                     http, connection, path, self.headers, self.connect_timeout, self.keepalive
                 )
         except KubernetesError as error:
@@ -85,11 +89,16 @@ class Upstream:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             logger.warning("Exec to %s failed: %r", self.target, exc)
             raise EndSession(CloseCode.UPSTREAM_FAILED, UNREACHABLE) from exc
+        self._streams.append(stream)
+        return stream
 
     async def close(self) -> None:
-        """Close the HTTP session and with it every exec: the API server hangs them up."""
-        if self._http is not None and not self._http.closed:
-            await self._http.close()
+        """Close every exec this session opened, and with each its connection: the API
+        server hangs the processes up. The cluster's HTTP client is shared and stays open."""
+        streams, self._streams = self._streams, []
+        for stream in streams:
+            if not stream.closed:
+                await stream.close()
 
     def _ready(self) -> tuple[aiohttp.ClientSession, Connection]:
         if self._http is None or self._connection is None:
