@@ -49,7 +49,7 @@ from django.db import close_old_connections
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from . import records
+from . import memory, records
 from .conf import get_config
 from .models import Server, Session
 
@@ -180,6 +180,7 @@ class ServerStore:
     reap: Callable[[], int] = reap
     close_session: Callable[..., object] = records.close_session
     flush_denials: Callable[[], None] = records.flush_denials
+    give_back_memory: Callable[[], object] = memory.give_back
 
 
 @dataclass(frozen=True)
@@ -219,6 +220,7 @@ class ServerRegistry:
         self._first_tick: asyncio.Future[None] | None = None
         self._drained: asyncio.Future[None] | None = None
         self._callbacks: set[asyncio.Task[None]] = set()
+        self._sessions_ended = False  # since the last round: their memory may be given back
 
     @property
     def server_id(self) -> uuid.UUID | None:
@@ -252,6 +254,7 @@ class ServerRegistry:
         """The session has ended here."""
         self._tracked.pop(session_id, None)
         self._stoppers.pop(session_id, None)
+        self._sessions_ended = True
         if not self._tracked and self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
 
@@ -339,6 +342,9 @@ class ServerRegistry:
             await self._call(self.store.flush_denials)
         except Exception:
             logger.warning("Could not record the counts of refused connects", exc_info=True)
+        if self._sessions_ended:
+            self._sessions_ended = False
+            await self._call(self.store.give_back_memory)
 
     async def _run(self, first_tick: asyncio.Future[None]) -> None:
         while True:
@@ -450,9 +456,12 @@ def start_with_daphne(reactor: Any = None) -> None:
     Nothing happens in a process that imports Daphne but never runs its reactor (management
     commands, tests). At shutdown Daphne's own "before" trigger cancels the applications, whose
     sessions then end and untrack themselves; ours (``stop()``) waits for that, at most
-    DRAIN_TIMEOUT, then marks the server stopped. Twisted waits only for "before" triggers.
+    DRAIN_TIMEOUT, then marks the server stopped and closes the clusters' HTTP clients (their
+    execs are closed by then). Twisted waits only for "before" triggers.
     """
     from twisted.internet.defer import Deferred
+
+    from .kube.http import close_clients
 
     if reactor is None:
         from twisted.internet import reactor as installed
@@ -462,8 +471,15 @@ def start_with_daphne(reactor: Any = None) -> None:
     def start() -> None:
         registry().start()
 
+    async def stop_serving() -> None:
+        try:
+            await registry().stop()
+        finally:
+            # Daphne stops the loop without closing what runs on it (terminals.kube.http).
+            await close_clients()
+
     def stop() -> Deferred[None]:
-        return Deferred.fromFuture(asyncio.ensure_future(registry().stop()))
+        return Deferred.fromFuture(asyncio.ensure_future(stop_serving()))
 
     def running() -> None:
         # Startup triggers run before the asyncio loop does; callLater runs start() on it.

@@ -183,6 +183,7 @@ class FakeStore:
         self.beats: list[list[uuid.UUID]] = []
         self.ended: set[uuid.UUID] = set()
         self.reaps = 0
+        self.memory_given_back = 0
         self.closed: list[tuple] = []
         self.stopped: list[uuid.UUID] = []
 
@@ -217,10 +218,14 @@ class FakeStore:
         self._check()
         self.stopped.append(server_id)
 
+    def give_back_memory(self) -> None:
+        self.memory_given_back += 1
+
     def port(self) -> ServerStore:
         return ServerStore(
             register=self.register, heartbeat=self.heartbeat, mark_stopped=self.mark_stopped,
             reap=self.reap, close_session=self.close_session,
+            give_back_memory=self.give_back_memory,
         )  # fmt: skip
 
 
@@ -333,6 +338,26 @@ async def test_sessions_ended_elsewhere_are_ended_here_once(registry, fake, cloc
     await ticks_at(registry, clock, 45)
     assert sorted(calls) == sorted([plain, coroutine])
     assert fake.beats[-1] == [running]
+
+
+async def test_memory_is_given_back_once_after_sessions_end(registry, fake, clock):
+    first, second = uuid.uuid4(), uuid.uuid4()
+    registry.track(first, lambda: None)
+    registry.track(second, lambda: None)
+    await ticks_at(registry, clock, 0)
+    assert fake.memory_given_back == 0  # nothing has ended yet
+    registry.untrack(first)
+    registry.untrack(second)
+    await ticks_at(registry, clock, 15)
+    assert fake.memory_given_back == 1  # once for both
+    await ticks_at(registry, clock, 30)
+    assert fake.memory_given_back == 1
+
+
+def test_giving_memory_back_works_here():
+    from terminals import memory
+
+    assert memory.give_back()  # glibc: Debian's and the CI's
 
 
 async def test_stop_waits_for_the_sessions_then_marks_the_server_stopped(registry, fake, clock):
