@@ -217,6 +217,11 @@ class ExecStream:
         await self._ws.close()
 
 
+# Seconds the API server has to answer the close of an exec; then the connection is cut. A
+# session's end waits for it, and the process is hung up either way.
+HANGUP_TIMEOUT = 2.0
+
+
 async def open_exec(
     http: aiohttp.ClientSession,
     connection: Connection,
@@ -236,7 +241,7 @@ async def open_exec(
             max_msg_size=0,
             autoping=True,
             compress=0,
-            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=timeout),
+            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=HANGUP_TIMEOUT),
         )
     except aiohttp.WSServerHandshakeError as exc:
         raise await _refusal(http, connection, path, headers, exc) from exc
