@@ -2,14 +2,24 @@
 
 Every error names the offending key by its path, e.g.
 ``namespaces[0].pods[1].phase: must be one of Pending, Running, Succeeded, Failed, got 'Runing'``.
+
+A namespace may also ``generate`` many alike pods, for measuring what lists thousands of them::
+
+    - name: load
+      generate: {count: 2000, prefix: app, containers: [{name: main}]}
+
+makes ``app-0000`` … ``app-1999`` (the prefix and every key but ``count`` as a pod's own). Like
+every pod here they run nothing until someone execs into them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +27,8 @@ import yaml
 
 PHASES = ("Pending", "Running", "Succeeded", "Failed")
 SUBJECT_KINDS = ("User", "Group")
+# Generated pods per namespace, at most: enough for any measurement, not a typo's worth of memory.
+MAX_GENERATED = 100_000
 # Kubernetes object names used here are DNS-1123 labels. Both are used with fullmatch(): with
 # match() and "$", a trailing newline would pass.
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -92,7 +104,12 @@ class Namespace:
 
     def pod(self, name: str) -> Pod | None:
         """The pod called ``name``, if any."""
-        return next((p for p in self.pods if p.name == name), None)
+        return self._pods_by_name.get(name)
+
+    @cached_property
+    def _pods_by_name(self) -> dict[str, Pod]:
+        # A namespace may hold thousands of generated pods: every get and exec looks one up.
+        return {p.name: p for p in self.pods}
 
 
 @dataclass(frozen=True)
@@ -193,12 +210,14 @@ def _rule(data: object, where: str) -> Rule:
 
 
 def _namespace(data: object, where: str) -> Namespace:
-    m = _mapping(data, where, required=("name",), optional=("pods", "labels"))
+    m = _mapping(data, where, required=("name",), optional=("pods", "labels", "generate"))
     name = _dns_label(m["name"], f"{where}.name")
     pods = tuple(
         _pod(p, f"{where}.pods[{i}]", name)
         for i, p in enumerate(_list(m.get("pods", []), f"{where}.pods"))
     )
+    if "generate" in m:
+        pods += _generated(m["generate"], f"{where}.generate", name)
     _unique([p.name for p in pods], f"{where}.pods", "name")
     return Namespace(
         name=name, pods=pods, labels=_string_map(m.get("labels", {}), f"{where}.labels")
@@ -226,6 +245,28 @@ def _pod(data: object, where: str, namespace: str) -> Pod:
         phase=phase,
         labels=_string_map(m.get("labels", {}), f"{where}.labels"),
         annotations=_string_map(m.get("annotations", {}), f"{where}.annotations"),
+    )
+
+
+def _generated(data: object, where: str, namespace: str) -> tuple[Pod, ...]:
+    """``count`` pods named ``<prefix>-<index>``, alike otherwise (validated once)."""
+    m = _mapping(
+        data,
+        where,
+        required=("count", "prefix", "containers"),
+        optional=("labels", "annotations", "phase"),
+    )
+    count = m["count"]
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_GENERATED:
+        raise ConfigError(f"{where}.count: must be a whole number from 1 to {MAX_GENERATED}")
+    prefix = _dns_label(m["prefix"], f"{where}.prefix")
+    spec = {key: value for key, value in m.items() if key not in ("count", "prefix")}
+    template = _pod({**spec, "name": prefix}, where, namespace)
+    width = len(str(count - 1))
+    # The longest name decides whether they are all valid.
+    _dns_label(f"{prefix}-{count - 1:0{width}d}", f"{where}.prefix")
+    return tuple(
+        dataclasses.replace(template, name=f"{prefix}-{i:0{width}d}") for i in range(count)
     )
 
 

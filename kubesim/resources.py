@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import ipaddress
+import json
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from . import KUBE_VERSION
 from .config import ClusterConfig, Namespace, Pod
@@ -18,6 +22,8 @@ RESOURCE_VERSION = "1"
 AGE_DESCRIPTION = (
     "CreationTimestamp is a timestamp representing the server time when this object was created."
 )
+
+FIRST_POD_IP = ipaddress.IPv4Address("10.244.0.10")
 
 _UID_NAMESPACE = uuid.UUID("6f3a2c1e-8d4b-4e57-9c1a-5b0e7d2f4a10")
 
@@ -118,11 +124,61 @@ def _check_key(key: str, term: str) -> None:
         raise ValueError(f"unable to parse requirement: {term!r}")
 
 
+# Chunked lists ----------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def paginate(items: Sequence[T], limit: str, token: str) -> tuple[Sequence[T], dict[str, Any]]:
+    """One chunk of a list (``?limit=&continue=``) and the list's metadata.
+
+    As the API server: a chunk of at most ``limit`` items, ``continue`` and
+    ``remainingItemCount`` in the metadata while more follow, everything without a limit.
+    The token carries the position (the configuration never changes while kubesim runs).
+    Raises ValueError for a limit that is not a number or a token kubesim did not write.
+    """
+    start = _continue_position(token) if token else 0
+    metadata: dict[str, Any] = {"resourceVersion": RESOURCE_VERSION}
+    try:
+        size = int(limit) if limit else 0
+    except ValueError:
+        raise ValueError(f"invalid limit {limit!r}: not a number") from None
+    if size <= 0:
+        return items[start:], metadata
+    end = start + size
+    if end < len(items):
+        metadata["continue"] = _continue_token(end)
+        metadata["remainingItemCount"] = len(items) - end
+    return items[start:end], metadata
+
+
+def _continue_token(position: int) -> str:
+    # Shaped like the API server's (base64 of JSON), so clients see nothing unusual.
+    key = json.dumps({"v": "meta.k8s.io/v1", "rv": int(RESOURCE_VERSION), "start": position})
+    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+
+
+def _continue_position(token: str) -> int:
+    try:
+        key = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        position = key["start"]
+    except (ValueError, binascii.Error, TypeError, KeyError):
+        raise ValueError("continue key is not valid") from None
+    if isinstance(position, bool) or not isinstance(position, int) or position < 0:
+        raise ValueError("continue key is not valid")
+    return position
+
+
 # Objects ----------------------------------------------------------------------------------
 
 
 class Resources:
-    """Renders the configured cluster as API objects; creation times are the server start."""
+    """Renders the configured cluster as API objects; creation times are the server start.
+
+    The configuration never changes while the server runs, so each pod is rendered once and
+    its object reused by every later answer (a list of thousands of pods then costs only its
+    JSON encoding): callers must not change what they are given.
+    """
 
     def __init__(
         self,
@@ -133,9 +189,9 @@ class Resources:
         self.config = config
         self.started = started
         self.workdirs = dict(workdirs or {})
-        self._ips = {
-            (p.namespace, p.name): f"10.244.0.{i + 10}" for i, p in enumerate(config.pods())
-        }
+        self._ips = {(p.namespace, p.name): pod_ip(i) for i, p in enumerate(config.pods())}
+        self._pods: dict[tuple[str, str], dict[str, Any]] = {}
+        self._list_items: dict[tuple[str, str], dict[str, Any]] = {}
 
     # discovery
 
@@ -245,7 +301,22 @@ class Resources:
     # pods
 
     def pod(self, pod: Pod) -> dict[str, Any]:
-        """A Pod object."""
+        """A Pod object (the same one every time: do not change it)."""
+        key = (pod.namespace, pod.name)
+        if key not in self._pods:
+            self._pods[key] = self._render_pod(pod)
+        return self._pods[key]
+
+    def _list_item(self, pod: Pod) -> dict[str, Any]:
+        """A pod as an item of a PodList: without kind and apiVersion, as the API server."""
+        key = (pod.namespace, pod.name)
+        if key not in self._list_items:
+            self._list_items[key] = {
+                k: v for k, v in self.pod(pod).items() if k not in ("kind", "apiVersion")
+            }
+        return self._list_items[key]
+
+    def _render_pod(self, pod: Pod) -> dict[str, Any]:
         running = pod.phase == "Running"
         scheduled = pod.phase != "Pending"
         started = timestamp(self.started)
@@ -345,19 +416,21 @@ class Resources:
             "containerID": f"containerd://{digest}",
         }
 
-    def pod_list(self, pods: Sequence[Pod]) -> dict[str, Any]:
+    def pod_list(
+        self, pods: Sequence[Pod], metadata: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """A PodList (items without kind/apiVersion, as the API server sends them)."""
-        items = [
-            {k: v for k, v in self.pod(p).items() if k not in ("kind", "apiVersion")} for p in pods
-        ]
+        items = [self._list_item(p) for p in pods]
         return {
             "kind": "PodList",
             "apiVersion": "v1",
-            "metadata": {"resourceVersion": RESOURCE_VERSION},
+            "metadata": metadata or {"resourceVersion": RESOURCE_VERSION},
             "items": items,
         }
 
-    def pod_table(self, pods: Sequence[Pod], now: datetime) -> dict[str, Any]:
+    def pod_table(
+        self, pods: Sequence[Pod], now: datetime, metadata: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """``kubectl get pods`` columns (and ``-o wide`` ones with priority 1)."""
         columns = [
             _column("Name", "Name must be unique within a namespace.", fmt="name"),
@@ -389,7 +462,7 @@ class Resources:
             node = NODE_NAME if scheduled else "<none>"
             cells = [pod.name, f"{ready}/{total}", status, "0", age, ip, node, "<none>", "<none>"]
             rows.append(_row(cells, self.pod(pod)["metadata"]))
-        return _table(columns, rows)
+        return _table(columns, rows, metadata)
 
     def _metadata(
         self,
@@ -409,6 +482,11 @@ class Resources:
         if annotations:
             meta["annotations"] = annotations
         return meta
+
+
+def pod_ip(index: int) -> str:
+    """The IP of the ``index``-th pod: 10.244.0.10, 10.244.0.11, … (10.244.1.0 after .255)."""
+    return str(FIRST_POD_IP + index)
 
 
 def _column(name: str, description: str, fmt: str = "", priority: int = 0) -> dict[str, Any]:
@@ -432,11 +510,15 @@ def _row(cells: list[str], metadata: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _table(columns: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _table(
+    columns: list[dict[str, Any]],
+    rows: list[dict[str, Any]],
+    metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     return {
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
-        "metadata": {"resourceVersion": RESOURCE_VERSION},
+        "metadata": metadata or {"resourceVersion": RESOURCE_VERSION},
         "columnDefinitions": columns,
         "rows": rows,
     }

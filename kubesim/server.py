@@ -16,7 +16,7 @@ from .config import ClusterConfig, Namespace, Pod
 from .frames import Subprotocol
 from .process import Sandbox, prepare_sandbox
 from .rbac import AccessError, Attributes, Authenticator, Authorizer, Identity
-from .resources import Resources, now, parse_label_selector, wants_table
+from .resources import Resources, now, paginate, parse_label_selector, wants_table
 from .session import ExecRequest, ExecSession, Transcript
 
 logger = logging.getLogger(__name__)
@@ -119,11 +119,24 @@ def _wants_table(request: web.Request) -> bool:
 
 
 def _pods_response(request: web.Request, pods: list[Pod], single: bool = False) -> web.Response:
-    """Pods as a Table if asked for (``kubectl get``), else a PodList or one Pod."""
+    """Pods as a Table if asked for (``kubectl get``), else a PodList or one Pod.
+
+    Lists come in chunks when the client gives a ``limit`` (kubectl asks for 500 at a time).
+    """
     res = request.app[RESOURCES]
+    if single:
+        return json_response(
+            res.pod_table(pods, now()) if _wants_table(request) else res.pod(pods[0])
+        )
+    try:
+        chunk, metadata = paginate(
+            pods, request.query.get("limit", ""), request.query.get("continue", "")
+        )
+    except ValueError as exc:
+        raise bad_request(str(exc)) from exc
     if _wants_table(request):
-        return json_response(res.pod_table(pods, now()))
-    return json_response(res.pod(pods[0]) if single else res.pod_list(pods))
+        return json_response(res.pod_table(chunk, now(), metadata))
+    return json_response(res.pod_list(chunk, metadata))
 
 
 def _namespaces_response(

@@ -7,7 +7,7 @@ import ipaddress
 import os
 import ssl
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import trustme
@@ -88,6 +88,36 @@ def kubeconfig(server: str, ca_pem: bytes, users: Sequence[User]) -> dict[str, o
         "current-context": "kubesim",
         "preferences": {},
     }
+
+
+def merged_kubeconfig(kubeconfigs: Mapping[str, Path], user: str) -> dict[str, object]:
+    """One kubeconfig for several kubesims: a context per kubesim, named by its key, as ``user``.
+
+    For a client of many clusters, such as the web shell's portal, where every context of its
+    kubeconfig becomes a cluster: ``{"kubesim": first, "kubesim-2": second}`` gives the contexts
+    ``kubesim`` and ``kubesim-2``, each with ``user``'s token for that kubesim.
+    """
+    merged: dict[str, list[dict[str, object]]] = {"clusters": [], "users": [], "contexts": []}
+    for name, path in kubeconfigs.items():
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+        [cluster] = config["clusters"]
+        [token] = [u["user"]["token"] for u in config["users"] if u["name"] == user]
+        merged["clusters"].append({"name": name, "cluster": cluster["cluster"]})
+        merged["users"].append({"name": name, "user": {"token": token}})
+        merged["contexts"].append({"name": name, "context": {"cluster": name, "user": name}})
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        **merged,
+        "current-context": next(iter(kubeconfigs)),
+        "preferences": {},
+    }
+
+
+def write_merged_kubeconfig(path: Path, kubeconfigs: Mapping[str, Path], user: str) -> None:
+    """Write :func:`merged_kubeconfig` (mode 0600: it holds tokens)."""
+    text = yaml.safe_dump(merged_kubeconfig(kubeconfigs, user), sort_keys=False)
+    write_atomically(path, text.encode("utf-8"))
 
 
 def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:

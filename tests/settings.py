@@ -87,7 +87,16 @@ if os.environ.get("REDIS_URL"):
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             # As webshell/settings.py: read timeouts well past channels-redis's 5 s block.
-            "CONFIG": {"hosts": [{"address": os.environ["REDIS_URL"], "socket_timeout": 30}]},
+            # As webshell/settings.py: a pool that many layer calls in flight do not exhaust.
+            "CONFIG": {
+                "hosts": [
+                    {
+                        "address": os.environ["REDIS_URL"],
+                        "socket_timeout": 30,
+                        "max_connections": 1000,
+                    }
+                ]
+            },
         }
     }
 else:

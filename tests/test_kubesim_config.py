@@ -206,3 +206,57 @@ def test_load_config_reports_the_file(tmp_path: Path) -> None:
         load_config(bad)
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.yaml")
+
+
+# Generated pods ---------------------------------------------------------------------------
+
+
+def with_generate(**generate: Any) -> dict[str, Any]:
+    """MINIMAL whose namespace also generates pods."""
+    return with_change(
+        "namespaces.0.generate", {"prefix": "app", "containers": [{"name": "main"}], **generate}
+    )
+
+
+def test_a_namespace_generates_alike_pods_beside_its_own() -> None:
+    config = parse_config(with_generate(count=1000, labels={"tier": "load"}, phase="Pending"))
+    namespace = config.namespace("default")
+    assert namespace is not None
+    names = [pod.name for pod in namespace.pods]
+    assert names[:3] == ["web", "app-000", "app-001"] and names[-1] == "app-999"
+    assert len(config.pods()) == 1001
+    generated = namespace.pod("app-517")
+    assert generated is not None and generated.namespace == "default"
+    assert (generated.phase, dict(generated.labels)) == ("Pending", {"tier": "load"})
+    assert [c.name for c in generated.containers] == ["main"]
+    assert namespace.pod("app-1000") is None
+
+
+@pytest.mark.parametrize(
+    ("generate", "message"),
+    [
+        ({"count": 0}, "namespaces[0].generate.count: must be a whole number from 1 to 100000"),
+        ({"count": "10"}, "namespaces[0].generate.count: must be a whole number"),
+        ({"count": True}, "namespaces[0].generate.count: must be a whole number"),
+        ({"count": 10**6}, "namespaces[0].generate.count: must be a whole number"),
+        ({"count": 5, "prefix": "App"}, "namespaces[0].generate.prefix: 'App' is not a valid name"),
+        (
+            {"count": 10, "prefix": "a" * 62},
+            f"namespaces[0].generate.prefix: '{'a' * 62}-9' is not a valid name",
+        ),
+        ({"count": 5, "containers": []}, "namespaces[0].generate.containers: at least one"),
+        ({"count": 5, "name": "x"}, "namespaces[0].generate.name: unknown key"),
+        ({"count": 5, "phase": "Runing"}, "namespaces[0].generate.phase: must be one of"),
+    ],
+)
+def test_bad_generate_stanzas_name_the_key(generate: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(with_generate(**generate))
+    assert str(info.value).startswith(message)
+
+
+def test_generated_names_may_not_clash_with_listed_pods() -> None:
+    data = with_generate(count=3, prefix="web")
+    data["namespaces"][0]["pods"][0]["name"] = "web-1"
+    with pytest.raises(ConfigError, match=r"duplicate value 'web-1'"):
+        parse_config(data)

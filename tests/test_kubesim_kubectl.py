@@ -316,6 +316,16 @@ def test_get_pods_wide_all_namespaces_and_selectors(kubectl: Kubectl) -> None:
     assert (rc, out) == (0, "pod/web\n")
 
 
+def test_get_pods_in_chunks_lists_every_pod_once(kubectl: Kubectl) -> None:
+    rc, whole, _ = kubectl(V, "get", "pods", "-A", "-o", "name", "--chunk-size=0")
+    assert rc == 0 and len(whole.splitlines()) == 6
+    # kubectl follows the continue tokens; with a table it prints one header for all chunks.
+    assert kubectl(V, "get", "pods", "-A", "-o", "name", "--chunk-size=2") == (0, whole, "")
+    rc, out, _ = kubectl(V, "get", "pods", "-A", "--chunk-size=4")
+    rows = _table(out)
+    assert rc == 0 and rows[0][:2] == ["NAMESPACE", "NAME"] and len(rows) == 7
+
+
 def test_get_namespaces(kubectl: Kubectl) -> None:
     rc, out, _ = kubectl(V, "get", "ns")
     assert rc == 0

@@ -7,7 +7,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from kubesim.config import parse_config
-from kubesim.resources import Resources, human_duration, parse_label_selector, wants_table
+from kubesim.resources import (
+    Resources,
+    human_duration,
+    paginate,
+    parse_label_selector,
+    pod_ip,
+    wants_table,
+)
 
 STARTED = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
 CONFIG = parse_config(
@@ -158,3 +165,48 @@ def test_discovery_lists_pods_and_exec() -> None:
     names = [r["name"] for r in Resources.api_resources()["resources"]]
     assert names == ["namespaces", "pods", "pods/exec"]
     assert Resources.api_versions("127.0.0.1:6443")["versions"] == ["v1"]
+
+
+# Many pods --------------------------------------------------------------------------------
+
+
+def test_pod_ips_stay_addresses_past_the_first_256_pods() -> None:
+    assert [pod_ip(i) for i in (0, 245, 246, 2000)] == [
+        "10.244.0.10",
+        "10.244.0.255",
+        "10.244.1.0",
+        "10.244.7.218",
+    ]
+
+
+def test_each_pod_is_rendered_once() -> None:
+    web = CONFIG.namespace("default").pod("web")
+    assert RES.pod(web) is RES.pod(web)
+    first, second = RES.pod_list([web])["items"][0], RES.pod_list([web])["items"][0]
+    assert first is second and "kind" not in first and first["metadata"]["name"] == "web"
+
+
+def test_lists_come_in_chunks_with_a_continue_token() -> None:
+    items = list(range(7))
+    chunk, metadata = paginate(items, "3", "")
+    assert list(chunk) == [0, 1, 2] and metadata["remainingItemCount"] == 4
+    chunk, metadata = paginate(items, "3", metadata["continue"])
+    assert list(chunk) == [3, 4, 5] and metadata["remainingItemCount"] == 1
+    chunk, metadata = paginate(items, "3", metadata["continue"])
+    assert list(chunk) == [6] and metadata == {"resourceVersion": "1"}
+    # No limit (or 0): everything, as the API server answers.
+    assert paginate(items, "", "") == (items, {"resourceVersion": "1"})
+    assert list(paginate(items, "0", "")[0]) == items
+
+
+@pytest.mark.parametrize(
+    ("limit", "token", "message"),
+    [
+        ("ten", "", "invalid limit 'ten': not a number"),
+        ("3", "not-a-token", "continue key is not valid"),
+        ("3", "eyJzdGFydCI6IC0xfQ", "continue key is not valid"),  # {"start": -1}
+    ],
+)
+def test_bad_limits_and_tokens_are_refused(limit: str, token: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        paginate([1, 2, 3], limit, token)

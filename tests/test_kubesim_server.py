@@ -184,6 +184,28 @@ async def test_pod_lists_tables_and_selectors(api: TestClient) -> None:
         assert (await response.json())["items"] == []  # as upstream: an empty list
 
 
+async def test_pod_lists_come_in_chunks_when_a_limit_is_given(api: TestClient) -> None:
+    names: list[str] = []
+    query = {"limit": "4"}
+    while True:
+        async with api.get("/api/v1/pods", params=query, headers=auth("admin")) as response:
+            body = await response.json()
+        names += [p["metadata"]["name"] for p in body["items"]]
+        if "continue" not in body["metadata"]:
+            break
+        assert body["metadata"]["remainingItemCount"] == 2
+        query = {"limit": "4", "continue": body["metadata"]["continue"]}
+    assert names == ["web", "multi", "waiting", "done", "pinned", "api"]
+    async with api.get(
+        "/api/v1/pods", params={"limit": "2"}, headers=auth("admin", Accept=TABLE)
+    ) as r:
+        table = await r.json()
+    assert [row["cells"][0] for row in table["rows"]] == ["web", "multi"]
+    assert table["metadata"]["continue"]
+    status, message = await get_status(api, "/api/v1/pods?limit=2&continue=x", auth("admin"))
+    assert (status, message) == (400, "continue key is not valid")
+
+
 async def test_all_namespaces_needs_the_cluster_scope(api: TestClient) -> None:
     async with api.get("/api/v1/pods", headers=auth("admin")) as response:
         assert len((await response.json())["items"]) == 6

@@ -153,7 +153,11 @@ if REDIS_URL:
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             # redis-py 8 times reads out after 5 s, the very time channels-redis blocks for
             # a message, and the timeout kills the consumer; wait longer than that.
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}]},
+            # redis-py's pool fails an operation at once past max_connections (100 by
+            # default), and one process has that many layer calls in flight under load.
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "max_connections": 1000}]
+            },
         }
     }
 else:
@@ -276,22 +280,10 @@ STORAGES = {
 
 
 def clusters_from_environment() -> dict[str, dict[str, object]]:
-    """The clusters the web shell execs into, from KUBECONFIG or in-cluster, else kubesim."""
-    if env_bool("WEBSHELL_IN_CLUSTER"):
-        return {os.environ.get("WEBSHELL_CLUSTER_NAME", "here"): {"in_cluster": True}}
-    kubeconfig = os.environ.get("KUBECONFIG")
-    if kubeconfig:
-        cluster: dict[str, object] = {"kubeconfig": kubeconfig}
-        if os.environ.get("KUBE_CONTEXT"):
-            cluster["context"] = os.environ["KUBE_CONTEXT"]
-        return {os.environ.get("WEBSHELL_CLUSTER_NAME", "default"): cluster}
-    # The sandbox cluster that `make run` starts; the web shell uses its service identity.
-    return {
-        "kubesim": {
-            "kubeconfig": str(BASE_DIR / ".kubesim" / "kubeconfig"),
-            "context": "kubesim-webshell",
-        }
-    }
+    """The clusters the web shell execs into: webshell/clusters.py has the variables' rules."""
+    from .clusters import clusters_from_environment as from_environment
+
+    return from_environment(os.environ, BASE_DIR / ".kubesim" / "kubeconfig")
 
 
 def audit_keys_from_environment() -> dict[str, object]:

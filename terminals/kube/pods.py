@@ -1,5 +1,11 @@
 """Pod listing for the portal.
 
+Every cluster is asked at once (:func:`list_clusters`), so the portal waits for the slowest
+cluster, not for the sum of them, and a cluster that fails or hangs fails alone. Lists come in
+chunks of :data:`CHUNK_SIZE` pods, as kubectl asks for them: the API server never builds one huge
+answer, and decoding a chunk holds the event loop (which the terminals share) for milliseconds
+where a whole list of thousands of pods would hold it for tens of them.
+
 With impersonation the person may not be allowed to list pods cluster-wide; then each namespace
 the web shell can see is listed as the person, and those the cluster refuses are left out, so the
 portal shows what the cluster lets that person see.
@@ -10,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 from asgiref.sync import sync_to_async
@@ -21,8 +29,10 @@ from .exec import Headers, KubernetesError, get_json
 
 logger = logging.getLogger(__name__)
 
-# The portal must render even if a cluster hangs; list calls give up after this long.
+# The portal must render even if a cluster hangs; listing a cluster gives up after this long.
 LIST_TIMEOUT = 10
+#: Pods asked for per request (kubectl's --chunk-size default).
+CHUNK_SIZE = 500
 
 
 @dataclass(frozen=True)
@@ -47,6 +57,33 @@ class PodListError(Exception):
     """The cluster could not be asked or refused; the message is safe to show."""
 
 
+@dataclass
+class ClusterPods:
+    """One cluster's answer: its pods, or why there are none to show."""
+
+    cluster: Cluster
+    pods: list[PodInfo] = field(default_factory=list)
+    error: str = ""
+
+
+async def list_clusters(clusters: Iterable[Cluster], headers: Headers = ()) -> list[ClusterPods]:
+    """The pods of every cluster, asked concurrently, in the clusters' order.
+
+    A cluster that cannot be listed has its :attr:`ClusterPods.error` and the others their pods.
+    """
+    headers = list(headers)
+
+    async def one(cluster: Cluster) -> ClusterPods:
+        try:
+            return ClusterPods(cluster, await list_pods(cluster, headers))
+        except PodListError as exc:
+            return ClusterPods(cluster, error=str(exc))
+
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(one(cluster)) for cluster in clusters]
+    return [task.result() for task in tasks]
+
+
 async def list_pods(cluster: Cluster, headers: Headers = ()) -> list[PodInfo]:
     """The pods of ``cluster`` that the request's identity may list, by namespace and name."""
     headers = list(headers)
@@ -54,29 +91,51 @@ async def list_pods(cluster: Cluster, headers: Headers = ()) -> list[PodInfo]:
         connection = await sync_to_async(cluster.connection, thread_sensitive=False)()
     except ClusterUnavailable as exc:
         raise PodListError(str(exc)) from exc
+    pods: list[PodInfo] = []
     try:
-        async with aiohttp.ClientSession() as http:
+        async with asyncio.timeout(LIST_TIMEOUT), aiohttp.ClientSession() as http:
             try:
-                items = await _items(http, connection, "/api/v1/pods", headers)
+                async for items in _chunks(http, connection, "/api/v1/pods", headers):
+                    pods += (_pod_info(cluster.name, item) for item in items)
             except KubernetesError as error:
-                if error.http_status != 403 or not headers:
+                if error.http_status != 403 or not headers or pods:
                     raise
-                items = await _items_per_namespace(http, connection, headers)
+                pods = [
+                    _pod_info(cluster.name, item)
+                    for item in await _items_per_namespace(http, connection, headers)
+                ]
     except KubernetesError as error:
         logger.warning("Listing pods of %s failed: %s", cluster.name, error.message)
         raise PodListError(f"The cluster refused to list pods: {error.message}") from error
-    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+    except TimeoutError as exc:
+        logger.warning("Listing pods of %s took over %s s", cluster.name, LIST_TIMEOUT)
+        raise PodListError(f"The cluster did not answer within {LIST_TIMEOUT} s.") from exc
+    except (aiohttp.ClientError, OSError) as exc:
         logger.warning("Listing pods of %s failed: %r", cluster.name, exc)
         raise PodListError("The cluster cannot be reached.") from exc
-    pods = [_pod_info(cluster.name, item) for item in items]
     return sorted(pods, key=lambda pod: (pod.namespace, pod.name))
+
+
+async def _chunks(
+    http: aiohttp.ClientSession, connection: Connection, path: str, headers: Headers
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """The items of a list, one chunk at a time (``limit`` and ``continue``)."""
+    token = ""
+    while True:
+        query = {"limit": CHUNK_SIZE, **({"continue": token} if token else {})}
+        answer = await get_json(
+            http, connection, f"{path}?{urlencode(query)}", headers, LIST_TIMEOUT
+        )
+        yield list(answer.get("items") or [])
+        token = str((answer.get("metadata") or {}).get("continue") or "")
+        if not token:
+            return
 
 
 async def _items(
     http: aiohttp.ClientSession, connection: Connection, path: str, headers: Headers
 ) -> list[dict[str, Any]]:
-    answer = await get_json(http, connection, path, headers, LIST_TIMEOUT)
-    return list(answer.get("items") or [])
+    return [item async for items in _chunks(http, connection, path, headers) for item in items]
 
 
 async def _items_per_namespace(
