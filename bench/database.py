@@ -98,19 +98,28 @@ class AuditCounts:
     """What the audit store holds for one session."""
 
     frames: int  # rows in terminals_frame, every direction
-    frames_out: int  # Session.frames_out
-    bytes_out: int  # Session.bytes_out
+    frames_out: int  # output rows
+    bytes_out: int  # the bytes they hold
     commits: int | None  # distinct writing transactions (PostgreSQL only)
 
 
 def audit_counts(session_id: str) -> AuditCounts:
-    """Rows and, on PostgreSQL, commits of one session's frames."""
+    """Rows and, on PostgreSQL, commits of one session's frames.
+
+    Counted from the frames themselves: the session's counters may be kept up to date only
+    when it ends, and every frame is committed before its output is delivered.
+    """
     from django.db import connection
+    from django.db.models import Count, Sum
+    from django.db.models.functions import Length
 
     from terminals.models import Frame, Session
 
     session = Session.objects.get(pk=uuid.UUID(session_id))
     frames = Frame.objects.filter(session=session).count()
+    output = Frame.objects.filter(session=session, direction=Frame.Direction.STDOUT).aggregate(
+        rows=Count("pk"), size=Sum(Length("data"))
+    )
     commits = None
     if connection.vendor == "postgresql":
         # Rows inserted by one transaction share its xmin: one group commit, one xmin.
@@ -120,7 +129,7 @@ def audit_counts(session_id: str) -> AuditCounts:
                 [session.pk],
             )
             commits = cursor.fetchone()[0]
-    return AuditCounts(frames, session.frames_out, session.bytes_out, commits)
+    return AuditCounts(frames, output["rows"], output["size"] or 0, commits)
 
 
 def store_bytes() -> int:

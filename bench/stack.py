@@ -54,6 +54,11 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
+def open_files(pid: int) -> int:
+    """File descriptors a process holds (against ``ulimit -n``)."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time a process has used so far."""
     stat = Path(f"/proc/{pid}/stat").read_text()
@@ -96,18 +101,78 @@ class CpuMeter:
         self.postgres_db = postgres_db
         self.start_values: dict[str, float] = {}
         self.start_backends: dict[int, float] = {}
+        self.last_used: dict[str, float] = {}  # CPU seconds per process at the last stop()
 
     def start(self) -> None:
         self.start_values = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
         if self.postgres_db:
             self.start_backends = postgres_backends_cpu(self.postgres_db)
 
-    def stop(self, wall: float) -> dict[str, float]:
-        """Percent of one core per process over ``wall`` seconds."""
+    def used(self) -> dict[str, float]:
+        """CPU seconds per process since :meth:`start`."""
         used = {name: cpu_seconds(pid) - self.start_values[name] for name, pid in self.pids.items()}
         if self.postgres_db:
             backends = postgres_backends_cpu(self.postgres_db)
             used["postgres"] = sum(
                 seconds - self.start_backends.get(pid, 0.0) for pid, seconds in backends.items()
             )
-        return {name: round(100 * seconds / wall, 1) for name, seconds in used.items() if wall > 0}
+        return used
+
+    def stop(self, wall: float) -> dict[str, float]:
+        """Percent of one core per process over ``wall`` seconds."""
+        self.last_used = self.used()
+        return {
+            name: round(100 * seconds / wall, 1)
+            for name, seconds in self.last_used.items()
+            if wall > 0
+        }
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (kubesim's pod processes: a shell per session, and theirs)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    found: list[int] = []
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def pss_kib(pids: list[int]) -> int:
+    """Proportional set size of these processes together, KiB: shared pages counted once."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+                    break
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue  # ended meanwhile
+    return total
+
+
+def listen_overflows() -> int:
+    """The kernel's count of connections a full listen backlog dropped (TcpExt), machine-wide."""
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            table = dict(zip(names.split()[1:], values.split()[1:], strict=True))
+            return int(table.get("ListenOverflows", 0))
+    return 0
+
+
+def load_1min() -> float:
+    """The 1-minute load average now."""
+    return round(os.getloadavg()[0], 2)

@@ -336,6 +336,9 @@ class ExecSession:
         while data := await stream.read():
             if channel is not None:
                 await self._send(channel, data)
+            # Neither a ready PTY nor a send below the write limit suspends: without a yield,
+            # one session printing without end would hold the loop from every other one.
+            await asyncio.sleep(0)
 
     async def _send(self, channel: Channel, data: bytes) -> None:
         """Send one message; a vanished client is not an error here (the reader sees it)."""
