@@ -39,8 +39,11 @@ def run_stack(env: dict[str, str], workdir: Path, cookie: str) -> Iterator[Stack
         daphne_env = {
             **env,
             "WEBSHELL_TEST_KUBECONFIG": str(kubesim.kubeconfig),
-            # The concurrency and memory runs open many sessions for one user.
-            "WEBSHELL_TEST_TERMINALS": json.dumps({"MAX_SESSIONS_PER_USER": 0}),
+            # The concurrency and memory runs open many sessions for one user; BENCH_TERMINALS
+            # (JSON) adds settings to try, e.g. {"AUDIT_COMMITS_IN_FLIGHT": 4}.
+            "WEBSHELL_TEST_TERMINALS": json.dumps(
+                {"MAX_SESSIONS_PER_USER": 0, **json.loads(os.environ.get("BENCH_TERMINALS", "{}"))}
+            ),
         }
         with run_daphne(daphne_env) as daphne:
             yield Stack(kubesim, daphne, cookie)
