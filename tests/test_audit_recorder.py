@@ -109,7 +109,9 @@ async def test_a_batch_holds_at_most_max_batch_bytes(session_id, monkeypatch):
 
     writes = GatedWrites(monkeypatch)
     writes.gate.clear()
-    recorder = Recorder(session_id)
+    writer = GroupWriter()
+    monkeypatch.setattr(writer, "shared", lambda: False)  # this session alone
+    recorder = Recorder(session_id, writer=writer)
     first = await recorder.submit(STDIN, b"cat big\r")
     await asyncio.to_thread(writes.entered.wait, 10)
     chunks = [await recorder.submit(STDOUT, b"x" * MAX_ROW) for _ in range(20)]
@@ -119,6 +121,24 @@ async def test_a_batch_holds_at_most_max_batch_bytes(session_id, monkeypatch):
     per_batch = MAX_BATCH // MAX_ROW
     assert writes.sizes == [1, per_batch, per_batch, 20 - 2 * per_batch]
     assert await stored(session_id) == 21
+
+
+async def test_a_batch_is_smaller_while_the_writer_is_shared(session_id, monkeypatch):
+    """Beside other sessions, a stream's backlog goes in small commits: others wait less."""
+    from terminals.audit.recorder import MAX_ROW, SHARED_BATCH
+
+    writes = GatedWrites(monkeypatch)
+    writes.gate.clear()
+    writer = GroupWriter()
+    monkeypatch.setattr(writer, "shared", lambda: True)
+    recorder = Recorder(session_id, writer=writer)
+    first = await recorder.submit(STDIN, b"cat big\r")
+    await asyncio.to_thread(writes.entered.wait, 10)
+    chunks = [await recorder.submit(STDOUT, b"x" * MAX_ROW) for _ in range(4)]
+    writes.gate.set()
+    await asyncio.gather(first, *chunks)
+    await recorder.close()
+    assert writes.sizes == [1] + [SHARED_BATCH // MAX_ROW] * 4
 
 
 async def test_memory_is_bounded_the_reader_waits_for_the_store(session_id, monkeypatch):

@@ -20,7 +20,7 @@ import pytest
 from django.db import IntegrityError, OperationalError
 
 from terminals.audit.store import PendingFrame
-from terminals.audit.writer import GroupWriter, SessionRefused
+from terminals.audit.writer import SHARED_WINDOW, GroupWriter, SessionRefused
 from terminals.audit.writes import SessionBatch
 
 
@@ -270,3 +270,25 @@ def test_sqlite_has_one_commit_in_flight(settings):
 
     settings.TERMINALS = {**settings.TERMINALS, "AUDIT_COMMITS_IN_FLIGHT": 3}
     assert commits_in_flight() == (1 if connection.vendor == "sqlite" else 3)
+
+
+async def test_the_writer_is_shared_for_a_while_after_two_sessions_commit_in_turn(store, pool):
+    now = [100.0]
+    group = GroupWriter(store, pool=pool, commit_timeout=10, in_flight=1, clock=lambda: now[0])
+    stream = uuid.uuid4()
+    for _ in range(3):  # one session alone: not shared, however often it commits
+        task = commit(group, batch(session=stream))
+        await turns()
+        await pool.run()
+        await task
+        now[0] += 1
+    assert not group.shared()
+    typist = commit(group, batch())
+    await turns()
+    assert group.shared()
+    await pool.run()
+    await typist
+    now[0] += SHARED_WINDOW - 0.01
+    assert group.shared()
+    now[0] += 0.02
+    assert not group.shared()

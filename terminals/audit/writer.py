@@ -28,9 +28,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 import uuid
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
@@ -44,6 +45,9 @@ from .writes import SessionBatch, write_group
 logger = logging.getLogger(__name__)
 
 MAX_GROUP_BYTES = 4 * 1024 * 1024  # frame bytes in one transaction at most (at least one batch)
+# Seconds for which the writer counts as shared after batches of two sessions followed each
+# other (see GroupWriter.shared).
+SHARED_WINDOW = 0.5
 
 
 class SessionRefused(RuntimeError):
@@ -97,6 +101,7 @@ class GroupWriter:
         commit_timeout: float | None = None,
         pool: Executor | None = None,
         max_group_bytes: int = MAX_GROUP_BYTES,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._write: GroupWrite = write if write is not None else write_group
         self.in_flight = in_flight if in_flight is not None else commits_in_flight()
@@ -108,9 +113,24 @@ class GroupWriter:
         self._pending: list[_Waiting] = []
         self._running: set[asyncio.Task[None]] = set()
         self.commits = 0  # groups committed (for tests and benchmarks)
+        self._clock = clock
+        self._last_session: uuid.UUID | None = None
+        self._mixed_at = -SHARED_WINDOW
+
+    def shared(self) -> bool:
+        """Whether more than one session has committed lately (within :data:`SHARED_WINDOW`).
+
+        A session streaming alone then writes large batches, which is fastest; beside others
+        it writes small ones, so that their keystrokes never wait long behind its commits (on
+        SQLite, behind the one commit in flight; on PostgreSQL, behind its WAL to flush).
+        """
+        return self._clock() - self._mixed_at < SHARED_WINDOW
 
     async def commit(self, batch: SessionBatch) -> None:
         """Commit one session's batch, with whatever else is queued; raise if it failed."""
+        if batch.session_id != self._last_session:
+            self._last_session = batch.session_id
+            self._mixed_at = self._clock()
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append(_Waiting(batch, done))
         self._start_groups()
