@@ -11,6 +11,12 @@ Three measurements through the real stack (kubesim, a real Daphne, bash in a PTY
 2. **A paste of many lines in one frame:** the command rows it leaves.
 3. **The admin's session page** of a session with 4,000 and 32,000 commands: time to answer
    (in this process, through Django's test client, on the same database) and SQL queries.
+4. **Output nobody reads a line from**: Daphne's CPU per MiB while a cooked terminal prints a
+   file of lines after one Enter (the whole server's cost: the screen's share is in 6).
+5. **Index precision through the stack**: commands typed key by key (each echo awaited) or
+   in one frame, each followed by a burst of output; the share the index records exactly.
+6. **The screen work in process** (``bench.screen``): CPU per MiB of output without an Enter,
+   what an Enter and a snapshot cost after a burst, and the index's precision under the budget.
 
 The figures go to ``bench/results/<date>-commands-<db>.json`` and are printed.
 """
@@ -23,6 +29,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -31,10 +38,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from . import database
+from . import database, screen
 from .client import SessionFailed, Terminal, say
-from .measures import RAW, WEB, in_thread, percentile
-from .stack import Stack, run_stack
+from .measures import MIB, RAW, WEB, await_sessions_ended, in_thread, median, percentile
+from .stack import CpuMeter, Stack, run_stack
 from .suite import RESULTS, machine
 
 ENTER_INTERVAL = 0.01  # the hostile session's rhythm: 100 Enters a second
@@ -47,6 +54,10 @@ VARIANTS = [  # name, whether its shell prints without end, its size
 PASTE_LINES = 32000  # "#\r" each: 64,000 bytes, under MAX_FRAME_SIZE
 PAGE_SIZES = (4000, 32000)
 PAGE_GIVE_UP = 60.0  # seconds: a larger page is not tried if it would take longer (quadratic)
+LINES_MIB = 32  # the file of lines printed for Daphne's CPU per MiB
+CPU_ROUNDS = 3
+PRECISION_BURSTS = (0, 256 * 1024, 4 * MIB)  # output after each command
+PRECISION_COMMANDS = 10  # per burst size and way of typing
 
 
 async def keystroke_times(terminal: Terminal, count: int, warmup: int = 20) -> list[float]:
@@ -208,8 +219,103 @@ def admin_page(commands: int) -> dict[str, Any]:
     }
 
 
-async def run_all(stack: Stack, count: int, data: Path) -> dict[str, Any]:
+async def output_cpu(stack: Stack, lines: Path, rounds: int = CPU_ROUNDS) -> dict[str, Any]:
+    """Daphne's CPU per MiB while a cooked terminal prints ``lines`` after one Enter."""
+    size = await asyncio.to_thread(lambda: lines.stat().st_size)
+    terminal = await Terminal.open(stack.daphne.ws_url, WEB, stack.cookie)
+    per_mib: list[float] = []
+    try:
+        await terminal.run(say("CPU-READY"), "CPU-READY")
+        for _ in range(rounds):
+            meter = CpuMeter(stack, None)
+            meter.start()
+            t0 = time.perf_counter()
+            stream = await terminal.stream(f"cat {lines}", "true", timeout=300)
+            percent = meter.stop(time.perf_counter() - t0)["daphne"]
+            seconds = percent / 100 * (time.perf_counter() - t0)
+            per_mib.append(seconds * 1000 / (stream.total / MIB))
+    finally:
+        await terminal.close()
+    return {
+        "mib": round(size / MIB, 1),
+        "daphne_cpu_ms_per_mib": round(median(per_mib), 2),
+        "range": [round(min(per_mib), 2), round(max(per_mib), 2)],
+    }
+
+
+async def type_keys(terminal: Terminal, text: str) -> None:
+    """Type ``text`` a key at a time, each after the echo of the one before (as a person)."""
+    for char in text:
+        await terminal.type(char)
+        async with asyncio.timeout(10):
+            await terminal.read_frame()
+
+
+async def index_precision(stack: Stack, lines: Path) -> dict[str, Any]:
+    """Commands after bursts of output: how many the index records exactly."""
     results: dict[str, Any] = {}
+    for keys in (True, False):
+        terminal = await Terminal.open(stack.daphne.ws_url, WEB, stack.cookie)
+        wanted: dict[int, list[str]] = {burst: [] for burst in PRECISION_BURSTS}
+        try:
+            await terminal.run(say("PRECISION-READY"), "PRECISION-READY")
+            for burst in PRECISION_BURSTS:
+                for n in range(PRECISION_COMMANDS):
+                    marker = f"P-{burst}-{n}-DONE"
+                    line = f"head -c {burst} {lines}; {say(marker)}"
+                    wanted[burst].append(line)
+                    start = len(terminal.output)
+                    if keys:
+                        await type_keys(terminal, line)
+                        await terminal.type("\r")
+                    else:
+                        await terminal.type(line + "\r")
+                    await terminal.until_output(marker.encode(), start, timeout=60)
+                    del terminal.output[:-4096]
+        finally:
+            await terminal.close()
+        session_id = terminal.session_id
+
+        def rows(session_id: str = session_id) -> list[tuple[str, str, bool, bool]]:
+            from terminals.models import Command
+
+            return list(
+                Command.objects.filter(session_id=session_id).values_list(
+                    "text", "typed", "echoed", "mismatch"
+                )
+            )
+
+        # Its last rows go with its last commit, before its record ends.
+        await await_sessions_ended([session_id], timeout=60)
+        found = await in_thread(rows)
+        typed = "keys" if keys else "pasted"
+        # Lines the session ended before indexing (its last, if the index was behind).
+        unindexed = [re.search(r": (\d+) line", text) for text, *_ in found if text.startswith("[")]
+        results[f"{typed}_not_indexed_at_the_end"] = sum(int(m[1]) for m in unindexed if m)
+        for burst, commands in wanted.items():
+            mine = [row for row in found if row[1] in commands]
+            results[f"{typed}_then_{burst // 1024}_kib"] = {
+                "commands": len(commands),
+                "exact": sum(
+                    text == line and echoed and not mismatch
+                    for line in commands
+                    for text, typed_line, echoed, mismatch in mine
+                    if typed_line == line
+                ),
+                "marked": sum(mismatch or not echoed for _t, _l, echoed, mismatch in mine),
+                "missing": len(set(commands) - {row[1] for row in mine}),
+            }
+    return results
+
+
+async def run_all(stack: Stack, count: int, data: Path, lines: Path) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    step("Daphne's CPU per MiB of output without an Enter")
+    results["output_cpu"] = await output_cpu(stack, lines)
+    step(json.dumps(results["output_cpu"]))
+    step("index precision after bursts of output")
+    results["precision"] = await index_precision(stack, lines)
+    step(json.dumps(results["precision"]))
     step("keystrokes next to a hostile session")
     results["keystrokes"] = await keystrokes_next_to_hostile(stack, count, data)
     step(json.dumps(results["keystrokes"]))
@@ -231,6 +337,8 @@ async def run_all(stack: Stack, count: int, data: Path) -> dict[str, Any]:
         previous = await in_thread(admin_page, commands)
         results["admin_page"].append(previous)
         step(json.dumps(previous))
+    step("the screen work in process")
+    results["screen"] = await screen.run_all()
     return results
 
 
@@ -257,6 +365,20 @@ def render(result: dict[str, Any]) -> str:
             f"  admin page, {page['commands']} commands: {page['seconds']} s, "
             f"{page['queries']} queries, {page['bytes']} bytes"
         )
+    cpu = result["output_cpu"]
+    lines.append(
+        f"  Daphne's CPU printing {cpu['mib']} MiB of lines without an Enter: "
+        f"{cpu['daphne_cpu_ms_per_mib']} ms per MiB (range {cpu['range'][0]}-{cpu['range'][1]})"
+    )
+    for name, figures in result["precision"].items():
+        if not isinstance(figures, dict):
+            lines.append(f"  precision through the stack, {name}: {figures}")
+            continue
+        lines.append(
+            f"  precision through the stack, {name}: {figures['exact']}/{figures['commands']} "
+            f"exact, {figures['marked']} marked, {figures['missing']} missing"
+        )
+    lines += screen.render(result["screen"])
     return "\n".join(lines)
 
 
@@ -285,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         database.setup_django_and_migrate()
         cookie = database.make_user_cookie()
         data = write_lines(workdir / "lines.txt", 128 * 1024)
+        lines = write_lines(workdir / "many-lines.txt", LINES_MIB * MIB)
         result: dict[str, Any] = {
             "date": dt.date.today().isoformat(),
             "db": args.db,
@@ -295,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.db}: kubesim, Daphne and the measurements", file=sys.stderr, flush=True)
         with run_stack(env, workdir, cookie) as stack:
             count = 100 if args.quick else 500
-            result.update(asyncio.run(run_all(stack, count, data)))
+            result.update(asyncio.run(run_all(stack, count, data, lines)))
             result["daphne_trouble"] = stack.trouble()[:20]
         result["load_average_after"] = os.getloadavg()
     finally:

@@ -141,11 +141,25 @@ class TerminalConsumer(live.ResilientConsumer):
             await self.session.end(ending)
 
     async def terminal_snapshot(self, event: dict[str, Any]) -> None:
-        """A watcher asks for the current screen (``terminal.snapshot``)."""
+        """A watcher asks for the current screen (``terminal.snapshot``). The screen model is
+        fed on demand first: the answer goes in the background, so this socket's frames do
+        not wait for it."""
         if self.session is not None:
-            reply = live.snapshot_message(**self.session.snapshot())
-            answer = self.channel_layer.send(event["reply_to"], reply)
-            live.background(live.attempt("answering a watcher", answer))
+            self.session.watched()
+            live.background(self._answer_snapshot(self.session, event["reply_to"]))
+
+    async def terminal_watching(self, event: dict[str, Any]) -> None:
+        """A watcher is still there (``terminal.watching``): keep its notices coming."""
+        if self.session is not None:
+            self.session.watched()
+
+    async def _answer_snapshot(self, session: TerminalSession, reply_to: str) -> None:
+        try:
+            reply = live.snapshot_message(**await session.fresh_snapshot())
+        except Exception:
+            logger.exception("Session %s: no screen for a watcher", session.id)
+            return
+        await live.attempt("answering a watcher", self.channel_layer.send(reply_to, reply))
 
     # Ending without a session.
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -27,10 +29,14 @@ logger = logging.getLogger(__name__)
 # Message types, the "type" of each channel-layer message (Channels maps a.b to a_b()).
 TERMINATE = "terminal.terminate"  # to a terminal: an auditor ends it
 SNAPSHOT_REQUEST = "terminal.snapshot"  # to a terminal: a watcher wants the screen
+WATCHING = "terminal.watching"  # to a terminal: a watcher is still there (renews the lease)
 SNAPSHOT = "watch.snapshot"  # to one watcher: the screen
 PROGRESS = "watch.progress"  # to watchers: more output is committed
 ENDED = "watch.ended"  # to watchers: the session ended
 
+# Seconds a terminal sends its watchers notices after a watcher last said it is there (its
+# snapshot request, then a renewal every WATCH_RENEWAL): a session nobody watches sends none.
+WATCH_LEASE, WATCH_RENEWAL = 30.0, 10.0
 # A layer call that has not answered by then is taken as failed (Redis slow or gone).
 CALL_TIMEOUT = 2.0
 # Back-off between attempts to receive from a layer that fails, doubling up to the maximum.
@@ -55,6 +61,11 @@ def terminate_message(user_id: int | None, username: str) -> dict[str, Any]:
 def snapshot_request(reply_to: str) -> dict[str, Any]:
     """Ask a terminal for its screen, to be sent to channel ``reply_to``."""
     return {"type": SNAPSHOT_REQUEST, "reply_to": reply_to}
+
+
+def watching_message() -> dict[str, Any]:
+    """Tell a terminal that a watcher is still there."""
+    return {"type": WATCHING}
 
 
 def snapshot_message(screen: bytes, cols: int, rows: int, seq: int) -> dict[str, Any]:
@@ -206,7 +217,10 @@ class Groups:
 
 
 class WatcherNotices:
-    """Tells a session's watchers that more output is committed, at most every ``interval``.
+    """Tells a session's watchers that more output is committed, at most every ``interval``,
+    while it is watched: for :data:`WATCH_LEASE` seconds after a watcher last said so
+    (:meth:`watched`). A session nobody watches makes no layer call for its output (a
+    watcher's first read is of the store, and it reads the store every second anyway).
 
     The output path only calls :meth:`progress` (no await, no layer call); :meth:`run` sends
     the notices from a task of its own (:meth:`start`), and :meth:`close` sends the last one in
@@ -221,8 +235,13 @@ class WatcherNotices:
         session_id: uuid.UUID,
         interval: float = 0.1,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        lease: float = WATCH_LEASE,
     ) -> None:
         self._layer = layer
+        self._clock = clock
+        self._lease = lease
+        self._watched_until = -math.inf
         self._group = watchers_group(session_id)
         self._interval = interval
         self._sleep = sleep
@@ -242,10 +261,16 @@ class WatcherNotices:
             self._task.cancel()
         background(self.ended(seq))
 
+    def watched(self) -> None:
+        """A watcher is there: send notices for the next :data:`WATCH_LEASE` seconds."""
+        self._watched_until = self._clock() + self._lease
+        self._pending.set()
+
     def progress(self, seq: int) -> None:
         """Frames up to ``seq`` are delivered."""
         self._seq = seq
-        self._pending.set()
+        if self._clock() < self._watched_until:
+            self._pending.set()
 
     async def run(self) -> None:
         """Send throttled notices until cancelled; never raises the layer's faults."""

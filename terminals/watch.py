@@ -73,6 +73,7 @@ class WatchConsumer(live.ResilientConsumer):
             await self._refuse(CloseCode.TRY_AGAIN_LATER, LIVE_UNAVAILABLE)
             return
         self.tasks.append(asyncio.create_task(self._stream()))
+        self.tasks.append(asyncio.create_task(self._renew_lease()))
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Watching is read-only: anything the watcher sends is ignored."""
@@ -95,6 +96,17 @@ class WatchConsumer(live.ResilientConsumer):
         self.more.set()
 
     # The stream.
+
+    async def _renew_lease(self) -> None:
+        """Tell the session now and then that it is watched, so it keeps notifying us."""
+        while True:
+            await asyncio.sleep(live.WATCH_RENEWAL)
+            await live.attempt(
+                "renewing a watch",
+                self.channel_layer.group_send(
+                    live.terminal_group(self.session_id), live.watching_message()
+                ),
+            )
 
     async def _stream(self) -> None:
         try:

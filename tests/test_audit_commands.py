@@ -8,7 +8,10 @@ import pytest
 
 from terminals.audit import commands as commands_module
 from terminals.audit.commands import (
+    CELLS_PER_UNIT,
     KEEP,
+    LAZY_EVENTS,
+    LAZY_INPUT,
     MAX_COLS,
     MAX_EVENTS,
     MAX_FRAME_ROWS,
@@ -17,6 +20,8 @@ from terminals.audit.commands import (
     MAX_WRAP,
     READ_COST,
     RESIZE_COST,
+    SCREENFUL,
+    TAIL,
     CommandExtractor,
     ScreenModel,
     split_prompt,
@@ -198,15 +203,18 @@ def test_a_typed_command_drawn_over_before_its_newline_is_marked():
 # Point 5: a full-screen program, then a smaller window.
 
 
+VI_THEN_SMALLER = [
+    ("size", (120, 50)), ("out", b"$ "), ("in", b"vi notes\r"),
+    ("out", b"vi notes\r\n\x1b[?1049h\x1b[1;50r\x1b[H\x1b[2J\x1b[50;1H\"notes\" [New]"),
+    ("out", b"\x1b[2;1H~\x1b[3;1H~\x1b[1;1H"), ("in", b"ihello\x1b"), ("out", b"hello"),
+    ("in", b":q!\r"), ("out", b"\x1b[50;1H:q!\x1b[50;1H\x1b[K\x1b[?1049l$ "),
+    ("size", (80, 24)),
+]  # fmt: skip
+
+
 def vi_then_smaller(*after):
     """vi on a 120x50 terminal, quit, the window shrinks to 80x24, then ``after``."""
-    return run(
-        ("size", (120, 50)), ("out", b"$ "), ("in", b"vi notes\r"),
-        ("out", b"vi notes\r\n\x1b[?1049h\x1b[1;50r\x1b[H\x1b[2J\x1b[50;1H\"notes\" [New]"),
-        ("out", b"\x1b[2;1H~\x1b[3;1H~\x1b[1;1H"), ("in", b"ihello\x1b"), ("out", b"hello"),
-        ("in", b":q!\r"), ("out", b"\x1b[50;1H:q!\x1b[50;1H\x1b[K\x1b[?1049l$ "),
-        ("size", (80, 24)), *after,
-    )  # fmt: skip
+    return run(*VI_THEN_SMALLER, *after)
 
 
 def test_commands_after_a_full_screen_program_and_a_smaller_window_are_recorded():
@@ -365,6 +373,236 @@ def test_the_snapshot_seq_is_the_last_frame_the_screen_took():
     screen, seq = extractor.snapshot()
     assert seq == 0  # the newline after the Enter was read; frame 2 is not whole yet
     assert b"ls" in screen
+
+
+# Lazy screen work: output is fed only when a line or a snapshot is wanted.
+
+
+@pytest.fixture
+def fed(monkeypatch):
+    """The bytes fed to pyte, as they go."""
+    chunks: list[bytes] = []
+    original = ScreenModel.feed
+
+    def counted(self, data):
+        chunks.append(bytes(data))
+        original(self, data)
+
+    monkeypatch.setattr(ScreenModel, "feed", counted)
+    return chunks
+
+
+def worked(extractor, steps, step=1024):
+    """Queue ``steps`` as a session does, its worker working in steps of ``step`` whenever
+    the extractor is busy (not otherwise); the rows found."""
+    found = []
+    for offset, (kind, data) in enumerate(steps):
+        if kind == "in":
+            found += extractor.stdin(data, offset)
+        elif kind == "out":
+            found += extractor.output(data, offset)
+        else:
+            found += extractor.resize(*data)
+        while extractor.busy:
+            used, rows = extractor.work(step)
+            assert used <= step + max(READ_COST, RESIZE_COST)
+            found += rows
+    return found
+
+
+def typed_with_echo(text):
+    """Keys one frame each, each echoed, as a person types at a shell."""
+    return [step for key in text for step in (("in", bytes([key])), ("out", bytes([key])))]
+
+
+LINES = b"".join(b"%07d 0123456789abcdef0123456789abcdef\r\n" % n for n in range(2000))  # 90 kB
+
+LAZY_SCENARIOS = {
+    "stty -echo in bash": BASH_NO_ECHO,
+    "stty -echo in sh": SH_NO_ECHO,
+    "vi, then a smaller window": [
+        *VI_THEN_SMALLER, ("in", b"echo after\r"), ("out", b"echo after\r\nafter\r\n$ "),
+    ],
+    "keys, editing and completion": [
+        ("out", b"# "), *typed_with_echo(b"ech"), ("in", b"\t"), ("out", b"o "),
+        *typed_with_echo(b"hellp"), ("in", b"\x7f"), ("out", b"\x08\x1b[K"),
+        ("in", b"o"), ("out", b"o"), ("in", b"\r"), ("out", b"\r\nhello\r\n# "),
+    ],
+    "a burst between commands": [
+        ("out", b"$ "), *typed_with_echo(b"cat log"), ("in", b"\r"), ("out", b"\r\n"),
+        *[("out", LINES)] * 4, ("out", b"$ "), *typed_with_echo(b"uptime"), ("in", b"\r"),
+        ("out", b"\r\nup 3 days\r\n$ "),
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("steps", LAZY_SCENARIOS.values(), ids=LAZY_SCENARIOS.keys())
+def test_lazy_work_finds_the_rows_that_eager_work_finds(steps):
+    eager = run(*steps)
+    extractor = CommandExtractor()
+    assert worked(extractor, steps) + extractor.finish() == eager
+    assert eager  # each scenario records something
+
+
+def test_output_keys_and_resizes_without_an_enter_cost_no_pyte_work(fed):
+    extractor = CommandExtractor()
+    start = [("out", b"$ "), ("in", b"vi notes\r"), ("out", b"vi notes\r\n\x1b[?1049h\x1b[H")]
+    assert texts(worked(extractor, start)) == ["vi notes"]
+    before = sum(map(len, fed))
+    redraw = b"".join(b"\x1b[%d;1H~ %d\x1b[K" % (y, y) for y in range(1, 25))
+    steps = [("out", LINES)]  # a burst nobody reads a line from, then an editor's keys
+    for n in range(1000):
+        steps += [("in", b"j"), ("out", redraw)]
+        if n % 100 == 0:
+            steps.append(("size", (80 + n % 3, 24)))
+    assert worked(extractor, steps) == [] and not extractor.busy
+    assert sum(map(len, fed)) == before  # not a byte
+    assert extractor._queued_output <= KEEP
+    inputs = [event for event in extractor._queue if isinstance(event, commands_module._Input)]
+    assert len(inputs) == 1  # the keys joined, across the output and resizes in between
+    # The next Enter feeds what is kept; the keys joined are edited one frame at a time
+    # (a lone Escape ending a frame is the Escape key, not Meta with the next key).
+    found = worked(extractor, [("in", b"\x1b"), ("in", b":"), ("in", b"q\r")])
+    found += extractor.finish()
+    assert [(c.kind, c.typed[-8:]) for c in found] == [("fullscreen", "j⟨Esc⟩:q")]
+    assert 0 < sum(map(len, fed)) - before <= KEEP + 64
+
+
+def test_an_enter_after_a_burst_reads_its_line_and_feeds_a_screenful_at_most(fed):
+    extractor = CommandExtractor()
+    steps = LAZY_SCENARIOS["a burst between commands"]
+    found = worked(extractor, steps)
+    assert [(c.text, c.echoed, c.mismatch) for c in found] == [
+        ("cat log", True, False), ("uptime", True, False),
+    ]  # fmt: skip
+    assert sum(map(len, fed)) <= SCREENFUL * 80 * 24 + 200  # of 360 kB, 64 kB of them kept
+    shown = [extractor.screen.screen.row_text(y) for y in range(24)]
+    # The screen as the Enter found it: the burst's last lines, whole, then the command.
+    assert shown == [line.decode() for line in LINES.splitlines()[-23:]] + ["$ uptime"]
+
+
+def test_many_keys_or_resizes_without_an_enter_are_worked_through_not_dropped():
+    extractor = CommandExtractor()
+    found = []
+    for n in range(LAZY_EVENTS * 4):
+        found += extractor.resize(100 + n % 50, 30)
+        found += extractor.output(b"\x1b[2J\x1b[H$ ")
+        while extractor.busy:
+            found += extractor.work(1024)[1]
+    assert found == [] and len(extractor._queue) <= 2 * LAZY_EVENTS + 2  # and their output
+    last = (100 + (LAZY_EVENTS * 4 - 1) % 50, 30)
+    assert extractor.drain() == [] and extractor.screen.size == last
+    keys = b"ab" * LAZY_INPUT  # typed without an Enter, beyond what waits lazily
+    found = worked(extractor, [("out", b"$ "), *typed_with_echo(keys)])
+    found += worked(extractor, [("in", b"\r"), ("out", b"\r\n")])
+    assert [(c.text[:4], c.mismatch, c.echoed) for c in found] == [("abab", False, True)]
+
+
+def test_a_snapshot_is_built_on_demand_from_the_output_kept(fed):
+    extractor = CommandExtractor()
+    for n in range(20000):
+        extractor.output(b"line %d\r\n" % n, n)
+    extractor.output(b"$ ", 20000)
+    answers = []
+    extractor.want_snapshot(24, lambda screen, seq: answers.append((screen, seq)))
+    extractor.output(b"later\r\n", 20001)  # after the request: not needed for it
+    assert fed == [] and extractor.busy
+    while extractor.busy:
+        used, _ = extractor.work(1024)
+        assert used <= 1024 + 80 * 24 // CELLS_PER_UNIT
+    [(screen, seq)] = answers
+    assert seq == 20000 and b"later" not in screen
+    assert all(b"line %d" % n in screen for n in range(19977, 20000))  # the screen, whole
+    assert sum(map(len, fed)) <= SCREENFUL * 80 * 24  # a screenful, whatever came before
+
+
+def test_a_snapshot_asked_while_a_flood_is_dropped_or_the_session_ends_is_answered():
+    extractor = CommandExtractor()
+    answers = []
+    extractor.output(b"$ ", 0)
+    extractor.want_snapshot(None, lambda screen, seq: answers.append(seq))
+    for n in range(MAX_EVENTS):
+        extractor.stdin(b"x\r", n)
+    extractor.want_snapshot(None, lambda screen, seq: answers.append(seq))
+    extractor.finish()
+    # The screen as it was fed, and the frame it includes: a watcher replays the rest.
+    assert answers == [-1, 0]
+
+
+def test_a_session_that_ends_with_no_enter_waiting_feeds_nothing(fed):
+    extractor = CommandExtractor()
+    extractor.output(LINES, 0)
+    extractor.stdin(b"abc", 1)
+    extractor.resize(100, 40)
+    assert extractor.finish() == [] and fed == []
+    assert not extractor._queue and extractor.screen.size == (100, 40)
+
+
+def test_trimming_keeps_the_line_a_queued_enter_reads():
+    extractor = CommandExtractor(keep=16 * 1024)
+    extractor.output(LINES, 0)
+    extractor.output(b"user@pod:~$ ", 1)
+    extractor.stdin(b"make all\r", 2)  # typed in one frame: its line is on the screen only
+    extractor.output(b"make all\r\n", 3)
+    for n in range(20):  # its output floods in before the worker has had a turn
+        extractor.output(LINES, 4 + n)
+    assert extractor._queued_output <= 16 * 1024
+    [command] = extractor.drain() + extractor.finish()
+    assert (command.line, command.text, command.echoed, command.mismatch) == (
+        "user@pod:~$ make all", "make all", True, False,
+    )  # fmt: skip
+
+
+def test_shedding_keeps_the_last_line_of_each_run_and_the_lines_read():
+    extractor = CommandExtractor()
+    for n in range(3):
+        echo = b"echo %d\r\n" % (n - 1) if n else b""
+        extractor.output(echo + LINES + b"\x1b[1m$\x1b[0m ", 2 * n)
+        extractor.stdin(b"echo %d\r" % n, 2 * n + 1)
+    extractor.output(b"echo 2\r\n" + LINES + b"x" * (TAIL + 10))  # a last line over the tail
+    extractor.shed()
+    runs = [bytes(e.data) for e in extractor._queue if isinstance(e, commands_module._Output)]
+    assert runs[:-1:2] == [b"\r\n\x1b[1m$\x1b[0m "] * 3  # the prompts' runs: their last line
+    assert runs[-1] == b"x" * TAIL
+    assert [(c.text, c.mismatch) for c in extractor.drain() + extractor.finish()] == [
+        ("echo 0", False), ("echo 1", False), ("echo 2", False),
+    ]  # fmt: skip
+
+
+def test_output_is_cut_before_a_line_break_else_before_an_escape():
+    extractor = CommandExtractor(keep=1024)
+    extractor.output(b"".join(b"line %04d\r\n" % n for n in range(1000)))
+    [run] = extractor._queue
+    assert run.data.startswith(b"\r\nline ") and len(run.data) <= 1024
+    extractor = CommandExtractor(keep=1024)
+    extractor.output(b"\x1b[1;31mred" * 500)  # no line break: a sequence is not cut in two
+    [run] = extractor._queue
+    assert run.data.startswith(b"\x1b[1;31mred") and len(run.data) <= 1024
+
+
+REDRAW = b"".join(b"\x1b[%d;1H~\x1b[K" % y for y in range(1, 25))
+
+
+def test_a_cut_keeps_a_full_screen_program_on_the_alternate_screen():
+    extractor = CommandExtractor(keep=8 * 1024)
+    worked(extractor, [("out", b"$ "), ("in", b"vi notes\r"), ("out", b"vi notes\r\n")])
+    extractor.output(b"\x1b[?1049h\x1b[H\x1b[2J" + REDRAW * 100)  # the switch is cut off
+    assert b"\x1b[?1049h" not in b"".join(e.data for e in extractor._queue)
+    found = worked(extractor, [("in", b"ihello\x1b"), ("out", b"hello"), ("in", b":wq\r")])
+    [command] = found + extractor.finish()
+    assert (command.kind, command.typed) == ("fullscreen", "ihello⟨Esc⟩:wq")
+
+
+def test_a_cut_keeps_the_return_to_the_main_screen():
+    extractor = CommandExtractor(keep=8 * 1024)
+    worked(extractor, [("out", b"$ "), ("in", b"vi notes\r"), ("out", b"vi notes\r\n")])
+    steps = [("out", b"\x1b[?1049h\x1b[H\x1b[2J"), ("in", b":q\r"), ("out", b"\r\n")]
+    assert [(c.kind, c.text) for c in worked(extractor, steps)] == [("fullscreen", ":q")]
+    assert extractor.screen.alternate
+    extractor.output(REDRAW * 50 + b"\x1b[?1049l$ cat log\r\n" + LINES)  # vi quit: cut off
+    assert b"\x1b[?1049l" not in b"".join(e.data for e in extractor._queue)
+    found = worked(extractor, [("out", b"$ "), ("in", b"ls\r"), ("out", b"ls\r\n")])
+    assert [(c.kind, c.text, c.mismatch) for c in found] == [("exact", "ls", False)]
 
 
 # The line editor.

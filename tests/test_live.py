@@ -30,6 +30,7 @@ from terminals.live import (
     terminal_group,
     terminate_message,
     watchers_group,
+    watching_message,
 )
 
 SESSION_ID = uuid.UUID("0b4c7c39-5ad4-4d0c-9a8e-2f6f3f0f8a11")
@@ -415,6 +416,7 @@ def notice(seq: int) -> tuple[Any, ...]:
 async def test_many_progress_calls_make_one_notice_per_interval_with_the_latest_seq():
     layer, sleep = FakeLayer(), HeldSleep()
     notices = WatcherNotices(layer, SESSION_ID, interval=0.25, sleep=sleep)
+    notices.watched()
     for seq in range(1, 6):
         notices.progress(seq)
     running = asyncio.create_task(notices.run())
@@ -442,9 +444,53 @@ async def test_many_progress_calls_make_one_notice_per_interval_with_the_latest_
     await stop(running)
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_session_nobody_watches_sends_no_notices():
+    layer, sleep = FakeLayer(), HeldSleep()
+    notices = WatcherNotices(layer, SESSION_ID, interval=0.25, sleep=sleep)
+    running = asyncio.create_task(notices.run())
+    for seq in range(1, 100):
+        notices.progress(seq)
+    await run_ready_tasks()
+    assert layer.calls == []
+    await stop(running)
+
+
+async def test_notices_flow_for_the_lease_after_a_watcher_says_it_is_there():
+    layer, sleep, clock = FakeLayer(), HeldSleep(), Clock()
+    notices = WatcherNotices(layer, SESSION_ID, interval=0.25, sleep=sleep, clock=clock, lease=30)
+    running = asyncio.create_task(notices.run())
+    notices.progress(1)
+    notices.watched()  # the snapshot request: the watcher learns where the output stands
+    await sleep.napping.wait()
+    assert layer.calls == [notice(1)]
+    clock.now += 29
+    notices.progress(2)
+    sleep.wake()
+    await sleep.napping.wait()
+    assert layer.calls == [notice(1), notice(2)]
+    clock.now += 2  # the lease ran out: the watcher has gone without a word
+    notices.progress(3)
+    sleep.wake()
+    await run_ready_tasks()
+    assert layer.calls == [notice(1), notice(2)]
+    notices.watched()  # a renewal
+    await sleep.napping.wait()
+    assert layer.calls[-1] == notice(3)
+    await stop(running)
+
+
 async def test_a_failing_layer_never_ends_the_notices():
     layer, sleep = FakeLayer(), HeldSleep()
     notices = WatcherNotices(layer, SESSION_ID, interval=0.25, sleep=sleep)
+    notices.watched()
     layer.failing = True
     notices.progress(1)
     running = asyncio.create_task(notices.run())
@@ -466,6 +512,7 @@ async def test_a_failing_layer_never_ends_the_notices():
 async def test_without_a_layer_the_notices_run_quietly():
     sleep = HeldSleep()
     notices = WatcherNotices(None, SESSION_ID, interval=0.25, sleep=sleep)
+    notices.watched()
     notices.progress(1)
     running = asyncio.create_task(notices.run())
 
@@ -502,6 +549,7 @@ async def test_ended_with_the_layer_down_does_not_raise():
     [
         (terminate_message(7, "auditor"), "terminals.consumers.TerminalConsumer"),
         (snapshot_request(CHANNEL), "terminals.consumers.TerminalConsumer"),
+        (watching_message(), "terminals.consumers.TerminalConsumer"),
         (snapshot_message(b"", 80, 24, 0), "terminals.watch.WatchConsumer"),
         (progress_message(0), "terminals.watch.WatchConsumer"),
         (progress_message(0, final=True), "terminals.watch.WatchConsumer"),
@@ -543,6 +591,7 @@ async def test_notices_start_and_close_without_the_session_awaiting_the_layer():
 
     layer.group_send = slow_group_send  # type: ignore[method-assign]
     notices = WatcherNotices(layer, uuid.UUID(int=1), sleep=RecordingSleep())
+    notices.watched()
     notices.start()
     notices.progress(3)
     await asyncio.sleep(0)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from kubesim.tls import write_merged_kubeconfig
+from terminals.models import Session
 from tests.fixtures.daphne import Daphne, daphne_environment, run_daphne
 from tests.fixtures.kubesim import Kubesim, run_kubesim
 from tests.fixtures.terminal_client import run_line, say, terminal
@@ -179,6 +181,14 @@ async def test_through_daphne_a_rule_for_one_cluster_refuses_the_other(
     path = "/ws/terminals/kubesim/default/web/?container=main"
     async with terminal(two_cluster_daphne, path, limited) as client:
         assert (await client.until_message("ready"))["container"] == "main"
+    # Daphne records the ends after the browsers have gone: let it finish before the test's
+    # database is flushed (a flush racing an end's row locks can fail).
+    for _ in range(200):
+        if not await Session.objects.filter(ended_at__isnull=True).aexists():
+            break
+        await asyncio.sleep(0.05)  # another process's write: nothing to await but the store
+    else:
+        pytest.fail("the sessions were never recorded as ended")
 
 
 def user_cookie(username: str, clusters: str) -> str:

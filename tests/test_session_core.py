@@ -150,9 +150,13 @@ class FakeNotices:
     def __init__(self) -> None:
         self.progressed: list[int] = []
         self.ended_at: list[int] = []
+        self.watches = 0
 
     def start(self) -> None:
         pass
+
+    def watched(self) -> None:
+        self.watches += 1
 
     def progress(self, seq: int) -> None:
         self.progressed.append(seq)
@@ -405,6 +409,15 @@ async def test_snapshots_cover_the_output_up_to_their_seq(parts):
     snapshot = session.snapshot()
     assert snapshot["seq"] == parts.notices.progressed[0]  # up to the newline after the Enter
     assert b"prompt$ ls" in snapshot["screen"]
+
+
+async def test_a_fresh_snapshot_covers_all_the_output_delivered(parts):
+    session = await parts.started()
+    parts.stream.events.put_nowait(Output(b"one\r\nprompt$ "))
+    await until(lambda: parts.notices.progressed)
+    snapshot = await session.fresh_snapshot()  # fed on demand: no Enter was needed
+    assert snapshot["seq"] == parts.notices.progressed[-1]
+    assert b"one" in snapshot["screen"] and b"prompt$" in snapshot["screen"]
 
 
 # Command lines: through the screen worker into the recorder.

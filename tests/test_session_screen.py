@@ -9,7 +9,14 @@ from typing import Any
 
 import pytest
 
-from terminals.audit.commands import READ_COST, RESIZE_COST, CommandExtractor
+from terminals.audit.commands import (
+    CELLS_PER_UNIT,
+    LAZY_EVENTS,
+    READ_COST,
+    RESIZE_COST,
+    SCREENFUL,
+    CommandExtractor,
+)
 from terminals.session.screen import Budget, ScreenWorker
 
 
@@ -131,3 +138,85 @@ async def test_closing_records_the_waiting_enter_and_stops_the_work():
     assert rows[-1].text.startswith("[the session ended before the index caught up")
     await asyncio.sleep(0)
     assert worker._task is not None and worker._task.done()
+
+
+# Lazy work: the worker runs only when something needs the screen.
+
+LINES = b"".join(b"%07d 0123456789abcdef0123456789abcdef\r\n" % n for n in range(2000))  # 90 kB
+
+
+async def test_output_keys_and_resizes_without_an_enter_start_no_work():
+    worker = ScreenWorker(CommandExtractor(), lambda rows: None)
+    for n in range(LAZY_EVENTS - 1):
+        worker.output(LINES, n)
+        worker.stdin(b"j", n)
+        worker.resize(80 + n % 2, 24)
+    await asyncio.sleep(0)
+    assert worker._task is None and worker.steps == 0
+
+
+async def test_a_fresh_snapshot_is_fed_in_budgeted_steps_and_draws_the_last_output(monkeypatch):
+    clock = Clock()
+    done: list[int] = []
+    work = CommandExtractor.work
+
+    def counted(self: CommandExtractor, budget: int) -> Any:
+        used, found = work(self, budget)
+        done.append(used)
+        return used, found
+
+    monkeypatch.setattr(CommandExtractor, "work", counted)
+    worker = ScreenWorker(CommandExtractor(), lambda rows: None, clock=clock, sleep=clock.sleep)
+    for n in range(10):
+        worker.output(LINES, n)
+    worker.output(b"user@pod:~$ ", 10)
+    assert b"user@pod" not in worker.snapshot(24).screen  # as fed: nothing was
+    snapshot = await worker.fresh_snapshot(24)
+    assert snapshot.seq == 10 and b"user@pod:~$" in snapshot.screen
+    assert b"0001999 0123" in snapshot.screen  # the line above it
+    assert max(done) <= 1024 + 80 * 24 // CELLS_PER_UNIT  # one step at a time
+    assert sum(done) <= SCREENFUL * 80 * 24 + 80 * 24 // CELLS_PER_UNIT  # a screenful, drawn
+
+
+async def test_a_fresh_snapshot_waiting_when_the_session_ends_is_answered():
+    clock = Clock()
+    worker = ScreenWorker(
+        CommandExtractor(), lambda rows: None, rate=1, burst=0, clock=clock, sleep=Clock().sleep
+    )  # no budget: the snapshot cannot be built in time
+    worker.output(b"$ ", 0)
+    asking = asyncio.ensure_future(worker.fresh_snapshot())
+    await asyncio.sleep(0)
+    assert not asking.done()
+    worker.close()
+    snapshot = await asking
+    assert snapshot.seq == -1  # the screen as it was, and the frame it includes: none
+    assert (await worker.fresh_snapshot()).seq == 0  # after the end: at once, as it is
+
+
+async def test_a_session_out_of_budget_sheds_output_and_still_reads_its_lines():
+    clock = Clock()
+    rows: list[Any] = []
+    worker = ScreenWorker(
+        CommandExtractor(), rows.extend, rate=8192, burst=16384, clock=clock, sleep=clock.sleep
+    )
+    fed = 0
+    feed = worker.extractor.screen.feed
+
+    def counted(data: bytes) -> None:
+        nonlocal fed
+        fed += len(data)
+        feed(data)
+
+    worker.extractor.screen.feed = counted  # type: ignore[method-assign]
+    worker.output(b"$ ", 0)
+    for n in range(20):  # commands in one frame each, each printing 360 kB
+        worker.stdin(b"cat log-%d\r" % n, n)
+        worker.output(b"cat log-%d\r\n" % n + LINES * 4 + b"$ ", n)
+        for _ in range(3):
+            await asyncio.sleep(0)  # the worker's turns (a step, or a wait for its budget)
+    await worker.idle()
+    assert [(row.text, row.mismatch, row.echoed) for row in rows] == [
+        (f"cat log-{n}", False, True) for n in range(20)
+    ]
+    # About its burst's worth, then only the last lines (a screenful per command otherwise).
+    assert fed < 2 * 16384

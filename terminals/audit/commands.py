@@ -42,18 +42,50 @@ and may be marked not echoed. Line editing is rebuilt with readline's default ke
 marked, never silently wrong). A password typed at a prompt that does not echo is in ``typed``
 (and marked not echoed), as it is in the input frames.
 
-Bounded work. pyte costs about 1.4 µs a byte, so nothing here runs per frame beyond a few
-``bytes.find``: frames are queued as events, output is kept lazily (at most ``keep`` bytes,
-the oldest dropped, which is what a screen shows anyway) and fed only as far as an event needs
-(an Enter, a newline after one, a resize). :meth:`CommandExtractor.work` does a given amount of
+Lazy work. pyte costs about 1.4 µs a byte, so nothing here runs per frame beyond a few
+``bytes.find``: frames are queued as events, and the screen is fed only when something needs
+it: an Enter (its line is read then, and at the first newline after it), a watcher's snapshot
+(:meth:`CommandExtractor.want_snapshot`), the end of a session with an Enter still waiting.
+Output nobody reads a line from (a ``cat``, a full-screen program's redraws) is never fed; of a
+run of output that is, only the last screenful (:data:`SCREENFUL` bytes a cell of the model,
+7.5 KiB for 80x24: what a line read or a snapshot needs), the rest being dropped as a cut
+(below). Keys without an Enter join the keys queued before them (keys touch the line editor
+only, the output between them the screen only: their order does not matter); keys and resizes
+are worked through only when more than :data:`LAZY_EVENTS` events or :data:`LAZY_INPUT` bytes
+of keys wait. Reading a line costs the cursor's row and the rows it wraps from (at most
+:data:`MAX_WRAP`), never the whole screen. :meth:`CommandExtractor.work` does a given amount of
 work and stops, so a caller can slice it and give each session a budget
-(``terminals.session.screen``). Reading a line costs the cursor's row and the rows it wraps
-from (at most :data:`MAX_WRAP`), never the whole screen. The model is at most
-:data:`MAX_COLS` by :data:`MAX_ROWS` whatever the terminal's size: beyond that, lines wrap
-in the model where they do not on the terminal (wrapped rows are joined, so the lines still
-read whole) and full-screen programs are clipped. Queues that outgrow :data:`MAX_EVENTS` or
-:data:`MAX_QUEUED_INPUT` (a client flooding faster than its budget) are dropped at once, with
-one row saying how many lines went unindexed.
+(``terminals.session.screen``). The model is at most :data:`MAX_COLS` by :data:`MAX_ROWS`
+whatever the terminal's size: beyond that, lines wrap in the model where they do not on the
+terminal (wrapped rows are joined, so the lines still read whole) and full-screen programs are
+clipped. Queues that outgrow :data:`MAX_EVENTS` or :data:`MAX_QUEUED_INPUT` (a client flooding
+faster than its budget) are dropped at once, with one row saying how many lines went unindexed.
+
+Bounded output, and what trimming it costs. At most ``keep`` (:data:`KEEP`) bytes of output
+wait to be fed. Past that, bytes are dropped, never fed: first the heads of the oldest runs of
+output (a run: the output between two other events, e.g. before an Enter), each keeping its
+last :data:`TAIL` bytes, where the line a read there needs is; then, if runs are that many, the
+oldest whole. A session out of screen budget sheds every run to its last line (at most its
+tail) at once (:meth:`CommandExtractor.shed`). A cut is made before a line break (so the rest
+starts a new line), else before an escape sequence (none is cut in two), else anywhere. The
+screen keeps, across a cut, the mode the dropped bytes left it in: the alternate screen of a
+full-screen program (on which an Enter is recorded with its keys, not compared). It does not
+keep what the dropped bytes drew (rows that the kept bytes do not scroll away still show what
+was there before), nor cursor moves, scrolling regions, colours, character sets or other modes
+they set.
+
+For the index this means: an Enter after a trimmed or shed run reads its line right when that
+line (prompt and echo, as drawn) starts after a line break and lies within the run's last
+:data:`TAIL` bytes, as shells draw it; a longer line (over ~4 KiB with its escape codes), one
+drawn over several lines (a shell that breaks a long echo with CR LF), or one placed or redrawn
+with cursor moves made in dropped bytes, may read wrong. The typed line comes from the input,
+which is never trimmed, so a wrong screen line is never silent: it is recorded beside the typed
+line, marked ``mismatch`` or not ``echoed`` (the command is then the typed line, or with
+completion the screen's, marked); an Enter on an empty line may be recorded as a line nobody
+typed (marked). Only the key transcripts (``Typed.KEYS``), whose command is the screen's and
+not compared, can take a wrong command unmarked. A snapshot after a cut shows the kept bytes
+drawn over the screen as it was, and names as its ``seq`` the last frame kept or dropped, so a
+watcher does not see the dropped bytes.
 """
 
 from __future__ import annotations
@@ -62,6 +94,7 @@ import copy
 import logging
 import re
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,8 +109,15 @@ logger = logging.getLogger(__name__)
 MAX_COLS, MAX_ROWS = 240, 80
 #: Rows of one wrapped line read at most.
 MAX_WRAP = 16
-#: Output bytes kept for the screen model at most; the oldest go first.
-KEEP = 64 * 1024
+#: Output bytes kept for the screen model at most; the oldest go first, except that each run
+#: of output (between two other events) keeps its last TAIL bytes longest.
+KEEP, TAIL = 64 * 1024, 4 * 1024
+#: A run of output is fed from its last SCREENFUL bytes per cell of the model at most (a
+#: screenful of text with its escape codes: what a line read or a snapshot needs), or TAIL.
+SCREENFUL = 4
+#: Keys and resizes (events, and bytes of keys) queued before they are worked through
+#: without an Enter (see busy).
+LAZY_EVENTS, LAZY_INPUT = 64, 4 * 1024
 #: Rows one frame makes from its lines after the first; the rest are counted in one more row.
 MAX_FRAME_ROWS = 16
 #: Events (Enters, newlines after them, resizes) queued at most, and input bytes.
@@ -85,8 +125,9 @@ MAX_EVENTS = 256
 MAX_QUEUED_INPUT = 256 * 1024
 #: Text kept per field (UTF-8 bytes): PostgreSQL's btree indexes refuse entries over ~2.7 kB.
 MAX_TEXT_BYTES = 2000
-#: Work units (about a byte fed to pyte each) a line read and a resize cost.
-READ_COST, RESIZE_COST = 64, 512
+#: Work units (about a byte fed to pyte each) a line read and a resize cost; a snapshot costs
+#: a unit per CELLS_PER_UNIT cells drawn.
+READ_COST, RESIZE_COST, CELLS_PER_UNIT = 64, 512, 3
 #: Frame boundaries kept per run of output (for snapshots' seq), and the work done at the end.
 MAX_MARKS, FINISH_WORK = 256, 16 * 1024
 #: Saved cursors kept (``ESC 7`` without ``ESC 8`` would otherwise pile up).
@@ -98,6 +139,8 @@ CUT = "…"
 # the line ends the prompt. A line without one is kept whole.
 _PROMPT = re.compile(r"^(.{0,200}?[$#%>])(?: |$)")
 _ALTERNATE = (47, 1047, 1049)  # private modes of the alternate screen
+_SWITCH = re.compile(rb"\x1b\[\?(?:1049|1047|47)([hl])")
+_ALTERNATE_ON, _ALTERNATE_OFF = b"\x1b[?1049h", b"\x1b[?1049l"
 _BRACKETED_ON, _BRACKETED_OFF = b"\x1b[?2004h", b"\x1b[?2004l"
 
 _SGR_COLOURS = {
@@ -361,9 +404,13 @@ def _colour(name: str, base: int) -> list[str]:
 
 @dataclass
 class _Output:
+    """A run of output: the bytes between two other events, kept until the screen needs them."""
+
     data: bytearray
     base: int  # where data[0] is in the session's output
     marks: deque[tuple[int, int]] = field(default_factory=deque)  # (end, seq) of its frames
+    lead: bytes = b""  # fed before data: the state its dropped bytes left (see _cut)
+    started: bool = False  # feeding it has begun (after cutting it to a screenful)
 
 
 @dataclass
@@ -372,6 +419,7 @@ class _Input:
     offset_us: int
     bracketed: bool  # the program had bracketed paste on
     enter: bool  # CR or LF in it
+    ends: list[int] = field(default_factory=list)  # where its frames end (keys join, see stdin)
     done: int = 0  # bytes given to the editor so far
     lines: int = 0  # lines it ended
     skipped: list[str] = field(default_factory=list)  # lines past MAX_FRAME_ROWS (a few kept)
@@ -389,6 +437,14 @@ class _Size:
 
 
 @dataclass
+class _Snapshot:
+    """A watcher wants the screen with the output queued before it."""
+
+    rows: int | None
+    answer: Callable[[bytes, int], None]  # (the screen drawn, the last frame it includes)
+
+
+@dataclass
 class _Entry:
     """An Enter waiting for its line to be decided."""
 
@@ -398,41 +454,70 @@ class _Entry:
     alternate: bool  # a full-screen program had the screen
 
 
+_Event = _Output | _Input | _Echo | _Size | _Snapshot
 _ECHO = _Echo()
+
+
+def _needs_screen(event: _Event) -> bool:
+    """Whether the event needs the screen fed up to it (a line read, a snapshot)."""
+    return isinstance(event, (_Echo, _Snapshot)) or (isinstance(event, _Input) and event.enter)
+
+
+def _last_switch(data: bytearray, end: int) -> bytes:
+    """The last switch to or from the alternate screen in ``data[:end]``, as a sequence that
+    makes it (b"" if none)."""
+    if data.find(b"\x1b", 0, end) < 0:
+        return b""  # no escape sequence at all: a quick scan (memchr)
+    found = None
+    for found in _SWITCH.finditer(data, 0, end):  # noqa: B007 (the last one is wanted)
+        pass
+    if found is None:
+        return b""
+    return _ALTERNATE_ON if found[1] == b"h" else _ALTERNATE_OFF
 
 
 class CommandExtractor:
     """Turns a session's stdin, output and resizes, in order, into the command lines it ran.
 
     :meth:`stdin`, :meth:`output` and :meth:`resize` only queue (they return rows only when a
-    flood is dropped); :meth:`work` does the queued work within a budget.
+    flood is dropped); :meth:`work` does the queued work within a budget, and only as far as
+    something needs the screen (:attr:`busy`).
     """
 
     def __init__(self, cols: int = 80, rows: int = 24, *, keep: int = KEEP) -> None:
         self.screen = ScreenModel(cols, rows)
         self.editor = LineEditor()
         self.keep = keep
+        self.tail = min(TAIL, keep // 4)  # bytes of each run of output kept longest
         self.fed_seq = -1  # the last output frame the screen has taken (whole rows)
-        self._queue: deque[_Output | _Input | _Echo | _Size] = deque()
+        self._queue: deque[_Event] = deque()
         self._marks = 0  # queued events other than output
+        self._wanted = 0  # and of them, those that need the screen
+        self._enters = 0  # queued input frames with an Enter
         self._out = 0  # output bytes seen
         self._queued_output = 0
         self._queued_input = 0
+        self._keys: _Input | None = None  # the last input queued, if keys more may join
         self._awaiting_echo = False
         self._bracketed = False
         self._entry: _Entry | None = None
         self._prompt = ""  # the prompt before the last line that showed as typed
         self._used = 0  # work done in this call of work()
+        self._draining = False  # drain(): every event is wanted
 
     # Taking frames: cheap, whatever their size.
 
     def stdin(self, data: bytes, offset_us: int) -> list[CommandLine]:
         """Queue input (committed at ``offset_us``)."""
         enter = b"\r" in data or b"\n" in data
-        self._queue.append(_Input(bytes(data), offset_us, self._bracketed, enter))
-        self._marks += 1
         self._queued_input += len(data)
+        if not enter and self._join_keys(data):
+            return self._bound()
+        event = _Input(bytes(data), offset_us, self._bracketed, enter, [len(data)])
+        self._append(event)
+        self._keys = None if enter else event
         if enter:
+            self._enters += 1
             self._awaiting_echo = True
         return self._bound()
 
@@ -444,8 +529,7 @@ class CommandExtractor:
         newline = data.find(b"\n") if self._awaiting_echo else -1
         if newline >= 0:
             self._add_output(data[:newline], None)
-            self._queue.append(_ECHO)
-            self._marks += 1
+            self._append(_ECHO)
             self._awaiting_echo = False
             data = data[newline:]
         self._add_output(data, seq)
@@ -457,14 +541,45 @@ class CommandExtractor:
         if isinstance(last, _Size):
             last.cols, last.rows = cols, rows  # nothing happened in between: one will do
         else:
-            self._queue.append(_Size(cols, rows))
-            self._marks += 1
+            self._append(_Size(cols, rows))
+        return self._bound()
+
+    def want_snapshot(
+        self, rows: int | None, answer: Callable[[bytes, int], None]
+    ) -> list[CommandLine]:
+        """Ask for the screen with all the output queued so far: ``answer(screen, seq)`` is
+        called by :meth:`work` once it has fed that output (or at once by a drop or the end).
+        ``rows``: the terminal's, see :meth:`ScreenModel.render`."""
+        self._append(_Snapshot(rows, answer))
         return self._bound()
 
     @property
     def busy(self) -> bool:
-        """True while something waits to be worked on (output alone waits lazily)."""
-        return self._marks > 0
+        """True while something needs the screen (an Enter, the newline after one, a
+        snapshot), or more than :data:`LAZY_EVENTS` events or :data:`LAZY_INPUT` bytes of
+        keys wait. Output, keys without an Enter and resizes are kept lazily until then."""
+        if self._wanted > 0 or self._queued_input > LAZY_INPUT:
+            return True
+        return self._marks > (0 if self._draining else LAZY_EVENTS)
+
+    def _append(self, event: _Event) -> None:
+        self._queue.append(event)
+        if not isinstance(event, _Output):
+            self._marks += 1
+            self._wanted += _needs_screen(event)
+
+    def _join_keys(self, data: bytes) -> bool:
+        """Keys without an Enter join the keys queued last, if no other input came after them
+        (and bracketed paste is as it was): no line is read at keys, and the events between
+        (output, resizes, the newline after an Enter, snapshots) touch the screen only, never
+        the line editor, so the keys may go first. Typing without an Enter (in an editor, a
+        pager) then stays one event however long it goes on."""
+        keys = self._keys
+        if keys is None or keys.bracketed != self._bracketed:
+            return False
+        keys.data += data
+        keys.ends.append(len(keys.data))
+        return True
 
     def _add_output(self, data: bytes, seq: int | None) -> None:
         last = self._queue[-1] if self._queue else None
@@ -481,25 +596,73 @@ class CommandExtractor:
                 last.marks.pop()
             last.marks.append((self._out, seq))
 
+    # Keeping output bounded.
+
     def _trim(self) -> None:
-        """Keep at most ``keep`` bytes of output, dropping the oldest."""
+        """Keep at most ``keep`` bytes of output: drop the heads of the oldest runs first,
+        each keeping its last ``tail`` bytes (the line a read there needs), then what is left
+        of the oldest runs. See the module docstring for what this can cost."""
         excess = self._queued_output - self.keep
-        for event in self._queue:
+        if excess <= 0:
+            return
+        runs = [event for event in self._queue if isinstance(event, _Output)]
+        for run in runs:
             if excess <= 0:
                 break
-            if isinstance(event, _Output) and event.data:
-                cut = min(excess, len(event.data))
-                del event.data[:cut]
-                event.base += cut
-                excess -= cut
-                self._queued_output -= cut
+            most = len(run.data) - self.tail
+            if most > 0:
+                excess -= self._cut(run, min(excess, most), most)
+        for run in runs:
+            if excess <= 0:
+                break
+            excess -= self._cut(run, min(excess, len(run.data)), len(run.data))
         head = self._queue[0] if self._queue else None
         if isinstance(head, _Output):
             self._passed(head)
 
-    def _passed(self, event: _Output) -> None:
-        while event.marks and event.marks[0][0] <= event.base:
-            self.fed_seq = event.marks.popleft()[1]
+    def shed(self) -> None:
+        """Drop every run of output down to its last line (from its last line break, at most
+        its tail): what a session that outran its budget keeps. A line read needs no more (a
+        shell draws its prompt and the echo on a line of their own); the rest of the screen
+        is lost until output redraws it."""
+        for run in self._queue:
+            if not isinstance(run, _Output):
+                continue
+            data = run.data
+            last = data.rfind(b"\n")  # -1: the whole run is its last line
+            if last > 0 and data[last - 1] == 0x0D:  # CR LF
+                last -= 1
+            if len(data) - max(last, 0) > self.tail:
+                self._cut(run, len(data) - self.tail, len(data))
+            elif last > 0:
+                self._cut(run, last, last)
+        head = self._queue[0] if self._queue else None
+        if isinstance(head, _Output):
+            self._passed(head)
+
+    def _cut(self, run: _Output, least: int, most: int) -> int:
+        """Drop the first ``least`` to ``most`` bytes of ``run``; the number dropped.
+
+        The cut is made before the first line break (CR LF or LF) in that range, so that the
+        rest starts a new line; else before an escape sequence, so that none is cut in two;
+        else anywhere. A switch to or from the alternate screen among the dropped bytes is
+        kept (as ``run.lead``): the screen stays in the mode the program left it in.
+        """
+        data = run.data
+        at = data.find(b"\n", least + 1, most + 1)
+        if at > 0 and data[at - 1] == 0x0D:  # CR: the line break is CR LF
+            at -= 1
+        if at < 0:
+            at = data.find(b"\x1b", least, most + 1)
+        if at < 0:
+            at = least
+        switch = _last_switch(data, at)
+        if switch:
+            run.lead = switch
+        del data[:at]
+        run.base += at
+        self._queued_output -= at
+        return at
 
     def _bound(self) -> list[CommandLine]:
         if len(self._queue) <= MAX_EVENTS and self._queued_input <= MAX_QUEUED_INPUT:
@@ -515,22 +678,34 @@ class CommandExtractor:
         return found
 
     def _drop(self, why: str) -> list[CommandLine]:
-        """Drop everything queued: one row says how many lines went unindexed, and why."""
+        """Drop everything queued: one row says how many lines went unindexed, and why.
+        A snapshot asked for is answered first, with the screen as fed and its own seq (a
+        watcher replays the rest from the store)."""
+        for event in self._queue:
+            if isinstance(event, _Snapshot):
+                self._answer(event)
         lines, at = 0, -1
         size: _Size | None = None
+        switch = b""
         for event in self._queue:
-            if isinstance(event, _Output) and event.marks:
-                self.fed_seq = event.marks[-1][1]
+            if isinstance(event, _Output):
+                switch = _last_switch(event.data, len(event.data)) or event.lead or switch
+                if event.marks:
+                    self.fed_seq = event.marks[-1][1]
             elif isinstance(event, _Input):
                 lines += event.data.count(b"\r") + event.data.count(b"\n")
                 at = event.offset_us if at < 0 else at
             elif isinstance(event, _Size):
                 size = event
         self._queue.clear()
-        self._marks = self._queued_output = self._queued_input = 0
+        self._keys = None
+        self._marks = self._wanted = self._enters = 0
+        self._queued_output = self._queued_input = 0
         self._awaiting_echo = False
         if size is not None:
             self.screen.resize(size.cols, size.rows)
+        if switch:
+            self.screen.feed(switch)
         self.editor.lost()
         found = self._decide_unread()
         if lines:
@@ -543,13 +718,17 @@ class CommandExtractor:
     def work(self, budget: int) -> tuple[int, list[CommandLine]]:
         """Do queued work worth about ``budget`` bytes fed to pyte; (work done, rows found).
 
-        One step may overshoot by one line read or resize; an input frame is edited in parts.
+        Only while something needs it (:attr:`busy`): output after the last such event stays
+        queued. One step may overshoot by one line read, resize or snapshot; an input frame is
+        edited in parts.
         """
         self._used = 0
         found: list[CommandLine] = []
-        while self._marks and self._used < budget:
+        while self.busy and self._used < budget:
             event = self._queue[0]
             if isinstance(event, _Output):
+                if not event.started:
+                    self._start(event)
                 self._feed(event, budget - self._used)
                 continue
             if isinstance(event, _Input):
@@ -558,27 +737,42 @@ class CommandExtractor:
                     continue
                 found += self._frame_rows(event)
                 self._queued_input -= len(event.data)
+                self._enters -= event.enter
+                if self._keys is event:
+                    self._keys = None
             elif isinstance(event, _Echo):
                 if self._entry is not None:
                     found += self._decide(self._entry, self._read())
                     self._entry = None
-            else:
+            elif isinstance(event, _Size):
                 self._used += RESIZE_COST
                 self.screen.resize(event.cols, event.rows)
+            else:
+                self._used += self._answer(event)
             self._queue.popleft()
             self._marks -= 1
+            self._wanted -= _needs_screen(event)
         return self._used, found
 
     def drain(self) -> list[CommandLine]:
-        """Do all the queued work (tests, tools); what a session does within a budget."""
+        """Do all the queued work but the output after the last event, wanted or not (tests,
+        tools, the end of a session); what a session does within a budget."""
         found: list[CommandLine] = []
-        while self.busy:
-            found += self.work(1 << 30)[1]
+        self._draining = True
+        try:
+            while self.busy:
+                found += self.work(1 << 30)[1]
+        finally:
+            self._draining = False
         return found
 
     def finish(self) -> list[CommandLine]:
-        """The session ended: do what little is queued (or drop a lot), then decide the Enter
-        still waiting on what the screen shows."""
+        """The session ended: decide the Enter still waiting on what the screen then shows,
+        after the little work left (or drop it, if it is a lot). Without an Enter to decide,
+        nothing is fed; a snapshot still asked for gets the screen as it is."""
+        if self._entry is None and not self._enters:
+            self._drop("the session ended")  # no line is lost: this makes no row
+            return []
         if self._queued_output + self._queued_input <= FINISH_WORK:
             found = self.drain()
         else:
@@ -587,26 +781,54 @@ class CommandExtractor:
         return found + (self._decide(entry, self.screen.line()) if entry is not None else [])
 
     def snapshot(self, rows: int | None = None) -> tuple[bytes, int]:
-        """The screen drawn (see :meth:`ScreenModel.render`) and the last frame it includes."""
+        """The screen drawn as far as it has been fed (see :meth:`ScreenModel.render`), and
+        the last frame it includes; :meth:`want_snapshot` has it fed first."""
         return self.screen.render(rows), self.fed_seq
+
+    def _answer(self, snapshot: _Snapshot) -> int:
+        """Answer a snapshot with the screen as fed; the work that was."""
+        cols, rows = self.screen.size
+        snapshot.answer(self.screen.render(snapshot.rows), self.fed_seq)
+        return cols * rows // CELLS_PER_UNIT
 
     def _read(self) -> str:
         self._used += READ_COST
         return self.screen.line()
 
+    def _start(self, run: _Output) -> None:
+        """Cut a run about to be fed to what the screen can show: its last screenful."""
+        run.started = True
+        cols, rows = self.screen.size
+        screenful = min(self.keep, max(self.tail, SCREENFUL * cols * rows))
+        if len(run.data) > screenful:
+            self._cut(run, len(run.data) - screenful, len(run.data))
+            self._passed(run)
+
     def _feed(self, event: _Output, budget: int) -> None:
+        if event.lead:
+            self._used += len(event.lead)
+            self.screen.feed(event.lead)
+            event.lead = b""
         chunk = bytes(event.data[: max(1, budget)])
         del event.data[: len(chunk)]
         event.base += len(chunk)
         self._queued_output -= len(chunk)
         self._used += len(chunk)
-        self.screen.feed(chunk)
+        if chunk:
+            self.screen.feed(chunk)
         self._passed(event)
         if not event.data:
             self._queue.popleft()
 
+    def _passed(self, event: _Output) -> None:
+        while event.marks and event.marks[0][0] <= event.base:
+            self.fed_seq = event.marks.popleft()[1]
+
     def _edit(self, event: _Input, budget: int) -> list[CommandLine]:
-        chunk = event.data[event.done : event.done + max(1, budget)]
+        # Each frame is given to the editor on its own (a lone Escape ending a frame is the
+        # Escape key), a large one in parts.
+        end = next(end for end in event.ends if end > event.done)
+        chunk = event.data[event.done : min(end, event.done + max(1, budget))]
         event.done += len(chunk)
         self._used += len(chunk)
         found: list[CommandLine] = []

@@ -88,6 +88,7 @@ class Notices(Protocol):
     """The watchers' notices (throttled; never the output itself; never awaited)."""
 
     def start(self) -> None: ...
+    def watched(self) -> None: ...
     def progress(self, seq: int) -> None: ...
     def close(self, seq: int) -> None: ...
 
@@ -242,6 +243,10 @@ class TerminalSession:
 
     # For watchers.
 
+    def watched(self) -> None:
+        """A watcher is there (or still there): its notices are sent for a while."""
+        self._notices.watched()
+
     def snapshot(self) -> dict[str, Any]:
         """The screen as far as the screen model has taken the output, and that frame's seq.
 
@@ -251,6 +256,13 @@ class TerminalSession:
         """
         cols, rows = self.size or self.screen.extractor.screen.size
         snapshot = self.screen.snapshot(rows)
+        return {"screen": snapshot.screen, "cols": cols, "rows": rows, "seq": snapshot.seq}
+
+    async def fresh_snapshot(self) -> dict[str, Any]:
+        """As :meth:`snapshot`, with the output delivered so far fed to the screen model first
+        (on demand, within the session's screen budget): what a watcher is sent."""
+        cols, rows = self.size or self.screen.extractor.screen.size
+        snapshot = await self.screen.fresh_snapshot(rows)
         return {"screen": snapshot.screen, "cols": cols, "rows": rows, "seq": snapshot.seq}
 
     # The supervised work.

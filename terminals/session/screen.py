@@ -1,13 +1,16 @@
 """The session's screen model and command extraction, off the hot path and within a budget.
 
 A session hands every frame to its :class:`ScreenWorker` as it goes (cheap: the extractor
-only queues). The costly part, pyte and the line editor, runs in a task of its own in steps of
-at most ``step`` work units (about a byte fed to pyte each, ~1.4 µs), yielding to the event
-loop after each, and within a token bucket of ``rate`` units a second (``burst`` at once).
-So one session's screen work holds the loop for at most one step at a time, and takes at most
-its rate's share of it over time, whatever its terminal's size or output; beyond that its
-extraction falls behind and its queue is trimmed (see ``terminals.audit.commands``), which
-costs that session's index precision, not another session's latency.
+only queues). The costly part, pyte and the line editor, runs only when something needs the
+screen (an Enter, a watcher's snapshot, the session's end: output nobody reads a line from
+costs no pyte work, see ``terminals.audit.commands``), in a task of its own, in steps of at
+most ``step`` work units (about a byte fed to pyte each, ~1.4 µs), yielding to the event loop
+after each, and within a token bucket of ``rate`` units a second (``burst`` at once). So one
+session's screen work holds the loop for at most one step at a time, and takes at most its
+rate's share of it over time, whatever its terminal's size or output. A session that runs out
+of budget sheds its queued output down to what the lines to be read need (the tail of each
+run of output), which costs that session's screen (a snapshot shows less), and if it goes on,
+its index precision; never another session's latency.
 
 The defaults: a step of 1 KiB is about 1.5 ms; 32 KiB a second is about 5 % of a core per
 session at most; a burst of 96 KiB lets the first Enter after bulk output be read at once.
@@ -107,6 +110,21 @@ class ScreenWorker:
         screen, seq = self.extractor.snapshot(rows)
         return Snapshot(screen, seq, self.extractor.screen.size)
 
+    async def fresh_snapshot(self, rows: int | None = None) -> Snapshot:
+        """The screen with all the output given so far: fed on demand, in steps, within the
+        budget (after any Enter queued before, a screenful of each run of output at most,
+        then drawn once)."""
+        if self._closed:
+            return self.snapshot(rows)
+        taken: asyncio.Future[Snapshot] = asyncio.get_running_loop().create_future()
+
+        def answer(screen: bytes, seq: int) -> None:
+            if not taken.done():
+                taken.set_result(Snapshot(screen, seq, self.extractor.screen.size))
+
+        self._took(self.extractor.want_snapshot(rows, answer))
+        return await taken
+
     def close(self) -> None:
         """The session ends: stop working, record the Enter still waiting."""
         self._closed = True
@@ -134,7 +152,9 @@ class ScreenWorker:
             granted = self.budget.take(self._step)
             if granted < self._step:
                 self.budget.give_back(granted)
-                # The session used its share: it waits its turn (this is the budget's clock).
+                # The session used its share: it keeps only what the lines to be read need,
+                # and waits its turn (this is the budget's clock).
+                self.extractor.shed()
                 await self._sleep(self.budget.wait(self._step))
                 continue
             try:
