@@ -26,6 +26,7 @@ from asgiref.sync import sync_to_async
 
 from .clusters import Cluster, ClusterUnavailable, Connection
 from .exec import Headers, KubernetesError, get_json
+from .http import client_for
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,9 @@ async def list_pods(cluster: Cluster, headers: Headers = ()) -> list[PodInfo]:
         raise PodListError(str(exc)) from exc
     pods: list[PodInfo] = []
     try:
-        async with asyncio.timeout(LIST_TIMEOUT), aiohttp.ClientSession() as http:
+        # The cluster's shared client (kept-alive, small-buffer connections); never closed here.
+        http = await client_for(cluster.name)
+        async with asyncio.timeout(LIST_TIMEOUT):
             try:
                 async for items in _chunks(http, connection, "/api/v1/pods", headers):
                     pods += (_pod_info(cluster.name, item) for item in items)
