@@ -80,6 +80,14 @@ def test_demo_config_loads(name: str) -> None:
     assert [u.name for u in config.users] == ["admin", "webshell", "alice", "bob"]
 
 
+def test_every_demo_container_speaks_utf8() -> None:
+    """Unicode typed in the demo works: its shells get LANG=C.UTF-8."""
+    config = load_config(ROOT / "kubesim" / "demo.yaml")
+    containers = [c for ns in config.namespaces for pod in ns.pods for c in pod.containers]
+    assert len(containers) == 6
+    assert all(container.env.get("LANG") == "C.UTF-8" for container in containers)
+
+
 def test_a_user_without_a_token_gets_a_random_one_each_time() -> None:
     data = copy.deepcopy(MINIMAL)
     del data["users"][0]["token"]
