@@ -72,3 +72,32 @@ def test_bad_terminal_urls_are_refused(client, staff, kubesim_settings, path, st
 def test_users_without_permission_get_403_on_the_page(client, kubesim_settings):
     client.force_login(get_user_model().objects.create_user("nobody", password="pw"))
     assert client.get("/terminals/kubesim/default/web/").status_code == 403
+
+
+def test_a_refused_page_says_why_in_the_site_layout_and_links_back(client, kubesim_settings):
+    client.force_login(get_user_model().objects.create_user("nobody", password="pw"))
+    response = client.get("/terminals/kubesim/default/web/")
+    page = response.content.decode()
+    assert response.status_code == 403
+    assert "You may not open a terminal on kubesim/default/web" in page
+    assert 'class="site-header"' in page and 'href="/">Back to your pods' in page
+
+
+def test_a_missing_page_says_what_is_missing_in_the_site_layout(client, staff, kubesim_settings):
+    response = client.get("/terminals/elsewhere/default/web/")
+    page = response.content.decode()
+    assert response.status_code == 404
+    assert "No such cluster." in page and 'href="/">Back to your pods' in page
+    response = client.get("/no/such/page/")
+    assert response.status_code == 404
+    assert "There is nothing at /no/such/page/" in response.content.decode()
+
+
+def test_a_server_error_gets_the_site_layout_and_no_details(client):
+    from django.views.defaults import server_error
+
+    response = server_error(client.request().wsgi_request)
+    page = response.content.decode()
+    assert response.status_code == 500
+    assert "Something went wrong" in page and 'href="/">Back to your pods' in page
+    assert "Traceback" not in page
