@@ -70,6 +70,15 @@ def test_logging_out_takes_a_post_with_a_token(client):
     assert client.get("/").status_code == 302
 
 
+@pytest.mark.django_db
+def test_logging_out_says_so_on_the_login_page(client):
+    client.force_login(make_user("ann"))
+    page = client.post("/accounts/logout/", follow=True)
+    assert page.redirect_chain[-1][0].startswith("/accounts/login/")
+    assert "You have logged out." in page.content.decode()
+    assert "You have logged out." not in client.get("/accounts/login/").content.decode()
+
+
 def project_settings(**env):
     """webshell.settings as production would load them, read in a fresh process."""
     environment = {
