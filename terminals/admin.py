@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import Any
 
@@ -129,6 +130,11 @@ class OutcomeFilter(admin.SimpleListFilter):
         return queryset
 
 
+def _to_the_second(moment: dt.datetime) -> str:
+    """A moment in the site's time zone, to the second (the admin's default drops them)."""
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
 @admin.register(Session)
 class SessionAdmin(ReadOnlyAdmin):
     list_display = ["started_at", "username", "target", "duration", "exit_code", "state"]
@@ -142,7 +148,7 @@ class SessionAdmin(ReadOnlyAdmin):
     change_form_template = "terminals/admin/session_change_form.html"
     fields = readonly_fields = (
         "id", "username", "target_detail", "command", "client_address", "user_agent",
-        "started_at", "ended_at", "state", "end_reason", "exit_code", "end_message",
+        "started", "ended", "duration", "state", "end_reason", "exit_code", "end_message",
         "ended_by_username", "server", "traffic", "chain", "seal_check", "links",
     )  # fmt: skip
 
@@ -170,6 +176,14 @@ class SessionAdmin(ReadOnlyAdmin):
     @admin.display(description=_("target"))
     def target_detail(self, session: Session) -> str:
         return self.target(session)
+
+    @admin.display(description=_("started"))
+    def started(self, session: Session) -> str:
+        return _to_the_second(session.started_at)
+
+    @admin.display(description=_("ended"))
+    def ended(self, session: Session) -> str:
+        return _to_the_second(session.ended_at) if session.ended_at else str(_("not yet"))
 
     @admin.display(description=_("duration"))
     def duration(self, session: Session) -> str:

@@ -57,6 +57,9 @@ def test_a_session_page_checks_the_chain_and_links_to_the_replay(
     url = f"/admin/terminals/session/{recorded_session.pk}/change/"
     page = superuser_client.get(url).content.decode()
     assert "intact (3 frames)" in page
+    started = timezone.localtime(recorded_session.started_at)
+    assert started.strftime("%Y-%m-%d %H:%M:%S") in page  # to the second
+    assert "0:00:00" in page  # its duration
     assert f"/terminals/sessions/{recorded_session.pk}/replay/?command=1" in page  # "uptime"
     assert f"/terminals/sessions/{recorded_session.pk}.cast" in page
     assert 'name="_save"' not in page  # read-only, even for a superuser
