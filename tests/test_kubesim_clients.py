@@ -10,6 +10,7 @@ import json
 import os
 import re
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -168,13 +169,16 @@ async def test_non_zero_exit_status_is_exactly_the_api_servers(
 async def test_stdin_binary_and_text_frames_then_v5_close(
     http: aiohttp.ClientSession, kubesim: Kubesim
 ) -> None:
-    command = ["sh", "-c", "cat; echo done"]
+    # A command of its own: the transcript is shared with every test of the session (kubectl's
+    # tests run the same "cat; echo done"), and the start event is found by its command.
+    marker = uuid.uuid4().hex
+    command = ["sh", "-c", f"cat; echo done {marker}"]
     ws = await open_exec(http, kubesim, exec_path("web", command, stdin=True, stdout=True))
     await ws.send_bytes(b"\x00abc\n")
     await ws.send_str("\x00xyz\n")
     await ws.send_bytes(b"\xff\x00")  # CLOSE stdin: cat sees EOF
     out = await read_exec(ws)
-    assert out.stdout == b"abc\nxyz\ndone\n"
+    assert out.stdout == b"abc\nxyz\ndone " + marker.encode() + b"\n"
     assert out.status()["status"] == "Success"
 
     start = await kubesim.event(lambda e: e["event"] == "start" and e["command"] == command)
