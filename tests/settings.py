@@ -12,6 +12,8 @@ from pathlib import Path
 
 import dj_database_url
 
+from webshell import csp
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 SECRET_KEY = "tests-only-secret-key"
@@ -141,26 +143,9 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast; tests only
-# As webshell/settings.py (tests/test_security_headers.py checks that they agree).
-SECURE_CSP = {
-    "default-src": ["'self'"],
-    "script-src": ["'self'"],
-    "style-src": ["'self'"],
-    "connect-src": ["'self'"],
-    "object-src": ["'none'"],
-    "base-uri": ["'none'"],
-    "form-action": ["'self'"],
-    "frame-ancestors": ["'none'"],
-}
-# Pages that need more than the site's policy, by view name (the rest of the site has none of
-# these): xterm.js writes its layout and colours into <style> elements that it creates, and
-# asciinema-player runs its terminal emulator as WebAssembly ('wasm-unsafe-eval' allows
-# compiling WebAssembly, not eval() of JavaScript).
-SECURE_CSP_VIEWS = {
-    "terminals:terminal": {"style-src-elem": ["'self'", "'unsafe-inline'"]},
-    "terminals:session-watch": {"style-src-elem": ["'self'", "'unsafe-inline'"]},
-    "terminals:session-replay": {"script-src": ["'self'", "'wasm-unsafe-eval'"]},
-}
+# The project's policy (tests/test_security_headers.py checks that they agree).
+SECURE_CSP = csp.SITE_POLICY
+SECURE_CSP_VIEWS = csp.VIEW_POLICIES
 # Playwright's waits (wait_for_function) evaluate strings in the page, which the policy forbids:
 # a Daphne of the tests serves it only when asked (WEBSHELL_TEST_CSP=1), as the browser test of
 # tests/test_security_headers.py does. The test process itself always has it.

@@ -15,6 +15,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from . import csp
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -219,25 +221,8 @@ X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 # Content-Security-Policy (webshell.middleware; Django 6.0's setting, so moving is easy).
-SECURE_CSP = {
-    "default-src": ["'self'"],
-    "script-src": ["'self'"],
-    "style-src": ["'self'"],
-    "connect-src": ["'self'"],
-    "object-src": ["'none'"],
-    "base-uri": ["'none'"],
-    "form-action": ["'self'"],
-    "frame-ancestors": ["'none'"],
-}
-# Pages that need more than the site's policy, by view name (the rest of the site has none of
-# these): xterm.js writes its layout and colours into <style> elements that it creates, and
-# asciinema-player runs its terminal emulator as WebAssembly ('wasm-unsafe-eval' allows
-# compiling WebAssembly, not eval() of JavaScript).
-SECURE_CSP_VIEWS = {
-    "terminals:terminal": {"style-src-elem": ["'self'", "'unsafe-inline'"]},
-    "terminals:session-watch": {"style-src-elem": ["'self'", "'unsafe-inline'"]},
-    "terminals:session-replay": {"script-src": ["'self'", "'wasm-unsafe-eval'"]},
-}
+SECURE_CSP = csp.SITE_POLICY
+SECURE_CSP_VIEWS = csp.VIEW_POLICIES
 
 if not DEBUG:
     # Production serves HTTPS only; `manage.py check --deploy` is clean with these.
