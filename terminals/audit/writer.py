@@ -31,6 +31,7 @@ import logging
 import time
 import uuid
 import weakref
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -110,7 +111,7 @@ class GroupWriter:
         self.commit_timeout = commit_timeout
         self._pool = pool
         self.max_group_bytes = max_group_bytes
-        self._pending: list[_Waiting] = []
+        self._pending: deque[_Waiting] = deque()
         self._running: set[asyncio.Task[None]] = set()
         self.commits = 0  # groups committed (for tests and benchmarks)
         self._clock = clock
@@ -143,11 +144,11 @@ class GroupWriter:
             while self._pending:
                 waiting = self._pending[0]
                 if waiting.done.done():  # its session stopped waiting (torn down)
-                    self._pending.pop(0)
+                    self._pending.popleft()
                     continue
                 if group and size + waiting.batch.size > self.max_group_bytes:
                     break
-                group.append(self._pending.pop(0))
+                group.append(self._pending.popleft())
                 size += waiting.batch.size
             if not group:
                 return
