@@ -128,6 +128,11 @@ class ResilientReceiver:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # redis-py can turn a cancellation into its own error: the task is
+                    # being cancelled all the same (a consumer ending), so it must not retry.
+                    raise asyncio.CancelledError from exc
                 if not self.failing:
                     logger.warning("Channel layer: receive failed, retrying: %r", exc)
                     self._on_failed()

@@ -598,3 +598,25 @@ async def test_notices_start_and_close_without_the_session_awaiting_the_layer():
     notices.close(4)  # must not wait for the hung call
     hold.set()
     await until(lambda: {"type": "watch.ended", "seq": 4} in sent)
+
+
+async def test_a_receive_that_turns_its_cancellation_into_an_error_is_not_retried():
+    """redis-py can answer a cancellation with an error of its own: the receiver ends."""
+    entered = asyncio.Event()
+
+    async def swallowing_receive() -> dict[str, Any]:
+        entered.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise ConnectionError("Connection closed by server.") from None
+        raise AssertionError("unreachable")
+
+    receiver = ResilientReceiver(swallowing_receive, never)
+    receiving = asyncio.ensure_future(receiver())
+    await entered.wait()
+    receiving.cancel()
+    async with asyncio.timeout(5):
+        with pytest.raises(asyncio.CancelledError):
+            await receiving
+    assert not receiver.failing
