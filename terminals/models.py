@@ -193,6 +193,7 @@ class Session(models.Model):
         SERVER_ERROR = "server_error", _("server error")
         SERVER_STOPPED = "server_stopped", _("server stopped")
         SERVER_LOST = "server_lost", _("server lost")
+        BROWSER_GONE = "browser_gone", _("browser gone (not resumed)")
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     user = models.ForeignKey(
@@ -248,6 +249,10 @@ class Session(models.Model):
         on_delete=models.SET_NULL,
         related_name="sessions",
     )
+    # Resuming (terminals.session.resume): the SHA-256 of the current resume token (the token
+    # itself is only ever in the browser), and since when no browser is attached.
+    resume_digest = models.CharField(_("resume token digest"), max_length=64, blank=True)
+    detached_at = models.DateTimeField(_("detached since"), null=True, blank=True)
 
     objects = SessionQuerySet.as_manager()
 
@@ -276,6 +281,35 @@ class Session(models.Model):
         if server is None:
             return True
         return server.stopped_at is None and server.heartbeat_at >= alive_since()
+
+
+class Resume(models.Model):
+    """A browser that took a live session over again after its socket went away."""
+
+    session = models.ForeignKey(
+        Session, verbose_name=_("session"), on_delete=models.CASCADE, related_name="resumes"
+    )
+    at = models.DateTimeField(_("when"), auto_now_add=True)
+    client_address = models.GenericIPAddressField(_("client address"), null=True, blank=True)
+    user_agent = models.CharField(_("user agent"), max_length=512, blank=True)
+    # The output byte the browser said it had, and the process that took the socket.
+    offset = models.BigIntegerField(_("output offset"))
+    server = models.ForeignKey(
+        Server,
+        verbose_name=_("server process"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+
+    class Meta:
+        verbose_name = _("resume")
+        verbose_name_plural = _("resumes")
+        ordering = ["at"]
+
+    def __str__(self) -> str:
+        return f"{self.session_id} resumed at {self.at:%Y-%m-%d %H:%M:%S}"
 
 
 class Frame(models.Model):
