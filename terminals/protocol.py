@@ -29,6 +29,7 @@ class CloseCode(IntEnum):
     IDLE = 4408
     ENDED_BY_AUDITOR = 4409
     MAX_DURATION = 4410
+    RESUMED_ELSEWHERE = 4411  # another socket resumed this session (the page must not retry)
     FRAME_TOO_LARGE = 4413
     TOO_MANY_SESSIONS = 4429
     UPSTREAM_FAILED = 4502
@@ -47,6 +48,7 @@ ERROR_WORDS: dict[CloseCode, str] = {
     CloseCode.IDLE: "idle",
     CloseCode.ENDED_BY_AUDITOR: "ended_by_auditor",
     CloseCode.MAX_DURATION: "max_duration",
+    CloseCode.RESUMED_ELSEWHERE: "resumed_elsewhere",
     CloseCode.FRAME_TOO_LARGE: "frame_too_large",
     CloseCode.TOO_MANY_SESSIONS: "too_many_sessions",
     CloseCode.UPSTREAM_FAILED: "upstream",
@@ -145,11 +147,26 @@ def _too_large(size: int, max_size: int) -> ProtocolError:
     )
 
 
-def ready_message(session: str, container: str, command: list[str]) -> str:
-    """The message sent once the exec is running."""
-    return json.dumps(
-        {"type": "ready", "session": session, "container": container, "command": command}
-    )
+def ready_message(
+    session: str,
+    container: str,
+    command: list[str],
+    resume: str | None = None,
+    resumed: bool = False,
+) -> str:
+    """The message sent once the exec is running, and again to a browser that resumed it;
+    ``resume`` is the token to resume with next (none when resuming is off)."""
+    payload: dict[str, Any] = {
+        "type": "ready",
+        "session": session,
+        "container": container,
+        "command": command,
+    }
+    if resume is not None:
+        payload["resume"] = resume
+    if resumed:
+        payload["resumed"] = True
+    return json.dumps(payload)
 
 
 def exit_message(code: int | None, message: str = "") -> str:

@@ -67,11 +67,21 @@ def open_session(
         return session
 
 
-def mark_running(session_id: Any, container: str, command: list[str]) -> None:
-    """Record the container and the argv that really run, after shell fallback."""
+def mark_running(
+    session_id: Any, container: str, command: list[str], resume_digest: str = ""
+) -> None:
+    """Record the container and the argv that really run, after shell fallback, and the
+    digest of the first resume token."""
     # Never after the end: the seal covers them.
     Session.objects.filter(pk=session_id, ended_at__isnull=True).update(
-        container=container, command=command
+        container=container, command=command, resume_digest=resume_digest
+    )
+
+
+def mark_detached(session_id: Any, detached: bool) -> None:
+    """Record that the session has no browser (since now), or has one again."""
+    Session.objects.filter(pk=session_id, ended_at__isnull=True).update(
+        detached_at=timezone.now() if detached else None
     )
 
 

@@ -117,6 +117,9 @@ TERMINALS = {
     # Every refusal recorded one by one: tests count the rows they cause, and one process runs
     # them all. tests/test_records.py turns the throttle of terminals.denials back on.
     "DENIAL_BURST": 1_000_000,
+    # A closed socket ends its session at once (the behaviour most tests are about); the tests
+    # of resuming (tests/test_resume*.py, the browser's reload test) turn the grace on.
+    "RESUME_GRACE": 0,
 }
 # A Daphne process of a test may get other limits (idle time, sessions per user, …).
 TERMINALS.update(json.loads(os.environ.get("WEBSHELL_TEST_TERMINALS", "{}")))

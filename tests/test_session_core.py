@@ -47,6 +47,12 @@ class FakeBrowser:
     async def close_with(self, code: int) -> None:
         self.closed = code
 
+    async def replay(self, start: int, end: int) -> None:
+        """A resumed browser's missed output: taken from ``stored`` (the recorder's frames)."""
+        self.output += self.stored[start:end]
+
+    stored = b""
+
 
 class FakeStream:
     """An exec whose output the test feeds; closing it ends it as the API server would."""
@@ -138,9 +144,17 @@ class FakeRecords:
     def __init__(self) -> None:
         self.running: list[tuple[str, list[str]]] = []
         self.ends: list[Ending] = []
+        self.digests: list[str] = []
+        self.detaching: list[bool] = []
 
-    async def mark_running(self, container: str, command: list[str]) -> None:
+    async def mark_running(
+        self, container: str, command: list[str], resume_digest: str = ""
+    ) -> None:
         self.running.append((container, command))
+        self.digests.append(resume_digest)
+
+    def detached(self, detached: bool) -> None:
+        self.detaching.append(detached)
 
     async def end(self, ending: Ending) -> None:
         self.ends.append(ending)
@@ -181,7 +195,7 @@ class FakeWatchdog:
 
 
 class Parts:
-    def __init__(self) -> None:
+    def __init__(self, resume_grace: float = 0) -> None:
         self.log: list[str] = []
         self.browser = FakeBrowser()
         self.browser.log = self.log
@@ -202,6 +216,7 @@ class Parts:
             max_early_input=64,
             flush_timeout=0.2,
             size_wait=0.0,
+            resume_grace=resume_grace,
         )
 
     @property

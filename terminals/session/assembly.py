@@ -12,6 +12,7 @@ from typing import Any
 
 from ..audit.recorder import Recorder
 from ..live import WatcherNotices
+from . import resume
 from .admission import Admission, Admitted
 from .core import Browser, TerminalSession
 from .flow import FlowWindow
@@ -59,10 +60,17 @@ def assemble(
         window=FlowWindow(config["OUTPUT_BUFFER"]),
         max_early_input=config["MAX_FRAME_SIZE"],
         flush_timeout=config["DRAIN_TIMEOUT"],
-        on_ended=functools.partial(revocations.forget, session_id),
+        resume_grace=config["RESUME_GRACE"],
+        on_ended=functools.partial(_ended, revocations, session_id),
     )
     revocations.watch(session, grant_of(admission.scope, admitted))
+    resume.hold(session_id, session)
     return session
+
+
+def _ended(revocations: Revoker, session_id: Any) -> None:
+    revocations.forget(session_id)
+    resume.release(session_id)
 
 
 def grant_of(scope: Mapping[str, Any], admitted: Admitted) -> Grant:

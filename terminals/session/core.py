@@ -30,18 +30,29 @@ from ..audit.commands import CommandExtractor, CommandLine
 from ..audit.recorder import RESIZE, STDIN, AuditUnavailable, Stored
 from ..kube.exec import ExecStatus, Output
 from ..protocol import Ack, ClientMessage, CloseCode, Resize, Stdin
-from .ending import Ending, EndSession, audit_unavailable, exited, internal_error
+from .ending import (
+    Ending,
+    EndSession,
+    audit_unavailable,
+    browser_gone,
+    exited,
+    internal_error,
+)
 from .flow import FlowWindow
 from .launcher import ExecPort, Launched
 from .pump import OutputPump
+from .resume import new_token, token_digest
 from .screen import ScreenWorker
 from .tasks import first_of
 from .watchdog import Watchdog
+from .watchers import Watchers, WatchersShown
 
 logger = logging.getLogger(__name__)
 
 # How long to wait for the browser's size before starting the shell without it.
 SIZE_WAIT = 2.0
+# Ends started from a callback (a resume grace running out), kept referenced until done.
+_ENDING: set[asyncio.Future[None]] = set()
 
 
 class State(enum.Enum):
@@ -52,11 +63,13 @@ class State(enum.Enum):
 
 
 class Browser(Protocol):
-    """The browser's socket."""
+    """The browser's socket (or, for a session resumed through another process, the relay)."""
 
     async def send_text(self, text: str) -> None: ...
     async def send_bytes(self, data: bytes) -> None: ...
     async def close_with(self, code: int) -> None: ...
+    async def replay(self, start: int, end: int) -> None:
+        """Send committed output bytes ``start`` to ``end`` again (to a resumed browser)."""
 
 
 class Shell(Protocol):
@@ -80,8 +93,11 @@ class Recorder(Protocol):
 class Records(Protocol):
     """The session's row in the store."""
 
-    async def mark_running(self, container: str, command: list[str]) -> None: ...
+    async def mark_running(
+        self, container: str, command: list[str], resume_digest: str = ""
+    ) -> None: ...
     async def end(self, ending: Ending) -> None: ...
+    def detached(self, detached: bool) -> None: ...
 
 
 class Notices(Protocol):
@@ -110,12 +126,13 @@ class TerminalSession:
         max_early_input: int,
         flush_timeout: float,
         size_wait: float = SIZE_WAIT,
+        resume_grace: float = 0,
         on_ended: Callable[[], None] | None = None,
     ) -> None:
         self.id = session_id
         self.state = State.STARTING
         self.ending: Ending | None = None
-        self._browser = browser
+        self._browser: Browser | None = browser
         self._shell = shell
         self._recorder = recorder
         self._records = records
@@ -138,6 +155,16 @@ class TerminalSession:
         self._ended = asyncio.Event()
         self._on_ended = on_ended  # told once the end is complete (the revoker forgets it)
         self._container: str | None = None
+        # Resuming: output bytes handed to a browser so far, whether one is attached, and the
+        # grace a detached session waits for one (0: a session ends with its socket).
+        self.sent_bytes = 0
+        self.resume_grace = resume_grace
+        self._attached = asyncio.Event()
+        self._attached.set()
+        self._port = asyncio.Lock()  # one sender at a time: output, or a resume's replay
+        self._grace: asyncio.TimerHandle | None = None
+        self.on_detached: Callable[[], None] = lambda: None
+        self.on_attached: Callable[[], None] = lambda: None
 
     # Starting and ending.
 
@@ -160,6 +187,9 @@ class TerminalSession:
                 supervisor.cancel()
                 await asyncio.gather(supervisor, return_exceptions=True)
             self.window.close()
+            self._attached.set()  # a delivery waiting for a browser gives up (state ENDING)
+            if self._grace is not None:
+                self._grace.cancel()
             await self._quietly("hanging up the exec", self._shell.close())
             self._extract(self.screen.close)  # the last Enter's line goes into the last commit
             await self._flush()
@@ -179,6 +209,87 @@ class TerminalSession:
     async def wait_ended(self) -> None:
         """Return once the session has ended."""
         await self._ended.wait()
+
+    # Detaching and resuming.
+
+    @property
+    def browser(self) -> Browser | None:
+        """The attached browser, None while detached."""
+        return self._browser
+
+    @property
+    def detachable(self) -> bool:
+        """True if losing the browser now detaches the session rather than ending it: it is
+        running (the browser has its resume token) and resuming is on."""
+        return self.state is State.RUNNING and self.resume_grace > 0
+
+    def detach(self, browser: Browser) -> bool:
+        """``browser``'s socket went away: wait ``resume_grace`` seconds for another. False
+        (nothing changes) if it is not the attached browser or the session cannot detach."""
+        if self._browser is not browser or not self.detachable:
+            return False
+        self._browser = None
+        self._attached.clear()
+        self.window.reset()  # a delivery waiting for the lost browser's acks moves on
+        self._grace = asyncio.get_running_loop().call_later(self.resume_grace, self._grace_over)
+        self._records.detached(True)
+        logger.info("Terminal session %s is detached", self.id)
+        self.on_detached()
+        return True
+
+    async def attach(self, browser: Browser, offset: int, ready: str) -> None:
+        """Take ``browser`` as the session's browser: send it ``ready``, the output after byte
+        ``offset`` that it has not received, then live output. A browser still attached is
+        told it was taken over and closed. Raises :class:`NotResumable`."""
+        from .resume import NotResumable, taken_over_message
+
+        async with self._port:
+            if self.state is not State.RUNNING:
+                raise NotResumable("The session has ended.")
+            if offset > self.sent_bytes:
+                raise NotResumable(
+                    f"The page has {offset} output bytes; the session sent {self.sent_bytes}."
+                )
+            previous, self._browser = self._browser, None
+            if previous is not None:
+                self._quietly_later(previous, taken_over_message(), CloseCode.RESUMED_ELSEWHERE)
+            await browser.send_text(ready)
+            self.window.reset()
+            self.window.sending(self.sent_bytes - offset)
+            await browser.replay(offset, self.sent_bytes)
+            if self.state is not State.RUNNING:
+                raise NotResumable("The session has ended.")
+            self._browser = browser
+            if self._grace is not None:
+                self._grace.cancel()
+                self._grace = None
+            self._records.detached(False)
+            self._attached.set()
+        logger.info("Terminal session %s is resumed", self.id)
+        self.watchdog.touch()
+        self.on_attached()
+
+    def _grace_over(self) -> None:
+        self._grace = None
+        if self._browser is None and self.state is State.RUNNING:
+            self._end_soon(browser_gone())
+
+    def _end_soon(self, ending: Ending) -> None:
+        task = asyncio.ensure_future(self.end(ending))
+        _ENDING.add(task)
+        task.add_done_callback(_ENDING.discard)
+
+    def _quietly_later(self, browser: Browser, text: str, code: int) -> None:
+        async def tell() -> None:
+            try:
+                await browser.send_text(text)
+                await browser.close_with(code)
+            except Exception as exc:
+                logger.debug("Could not tell a replaced browser: %r", exc)
+
+        task = asyncio.ensure_future(tell())
+        _ENDING.add(task)
+        task.add_done_callback(_ENDING.discard)
 
     @property
     def container(self) -> str | None:
@@ -243,9 +354,30 @@ class TerminalSession:
 
     # For watchers.
 
-    def watched(self) -> None:
-        """A watcher is there (or still there): its notices are sent for a while."""
+    def watched(self, watcher: str = "", name: str = "") -> None:
+        """A watcher is there (or still there): its notices are sent for a while. One that
+        says who it is (``watcher``, its channel, and ``name``, its user) is shown to the
+        browser (``{"type":"watchers",…}``) until it leaves or its lease lapses."""
         self._notices.watched()
+        if watcher:
+            self.watchers.seen(watcher, name)
+
+    def unwatched(self, watcher: str) -> None:
+        """The watcher at channel ``watcher`` has left: the browser is shown the others."""
+        if watcher:
+            self.watchers.left(watcher)
+
+    @functools.cached_property
+    def watchers(self) -> WatchersShown:
+        """Who watches, shown to the browser while the session runs (a failed send is logged
+        and ends nothing); made when a watcher first says who it is."""
+        return WatchersShown(
+            Watchers(), self._send_watchers, lambda: self.state is State.RUNNING, name=str(self.id)
+        )
+
+    async def _send_watchers(self, text: str) -> None:
+        if self._browser is not None:  # a resumed browser is sent the list again
+            await self._browser.send_text(text)
 
     def snapshot(self) -> dict[str, Any]:
         """The screen as far as the screen model has taken the output, and that frame's seq.
@@ -285,10 +417,14 @@ class TerminalSession:
         launched = await self._shell.launch(lambda: self.size)
         stream = self._stream = launched.stream
         self._container = launched.container
-        await self._records.mark_running(launched.container, launched.command)
+        token = new_token() if self.resume_grace > 0 else None
+        await self._records.mark_running(
+            launched.container, launched.command, token_digest(token) if token else ""
+        )
         self.state = State.RUNNING
+        assert self._browser is not None  # it can only detach once RUNNING
         await self._browser.send_text(
-            protocol.ready_message(str(self.id), launched.container, launched.command)
+            protocol.ready_message(str(self.id), launched.container, launched.command, resume=token)
         )
         if self.size and self.size != launched.size:
             await stream.send_resize(*self.size)
@@ -308,8 +444,23 @@ class TerminalSession:
 
     async def _deliver(self, data: bytes) -> None:
         """Send committed output, holding back while the browser has too much unprocessed
-        and while its socket is full (under Daphne the send waits then)."""
-        await self.window.deliver(self._browser.send_bytes, data)
+        and while its socket is full (under Daphne the send waits then), and while no browser
+        is attached (a detached session reads ahead, then stops reading the pod)."""
+        while True:
+            browser = self._browser
+            if browser is None:
+                await self._attached.wait()
+                if self.state is not State.RUNNING:
+                    return
+                continue
+            await self.window.wait()
+            async with self._port:
+                if self._browser is not browser:
+                    continue  # detached or taken over meanwhile: the next browser gets it
+                self.window.sending(len(data))
+                self.sent_bytes += len(data)
+                await browser.send_bytes(data)
+            break
         self.watchdog.touch()  # output went out; a send held by a full socket is no activity
 
     def _delivered(self, data: bytes, stored: Stored) -> None:
@@ -351,13 +502,16 @@ class TerminalSession:
             logger.error("Session %s: the last commit failed: %r", self.id, exc)
 
     async def _tell_browser(self, ending: Ending) -> None:
+        browser = self._browser
+        if browser is None:
+            return  # detached: nobody to tell
         if ending.code == CloseCode.NORMAL:
             text = protocol.exit_message(ending.exit_code)
         else:
             text = protocol.error_message(ending.code, ending.message)
         try:
-            await self._browser.send_text(text)
-            await self._browser.close_with(int(ending.code))
+            await browser.send_text(text)
+            await browser.close_with(int(ending.code))
         except Exception as exc:  # the browser may be gone; the record above still counts
             logger.info("Could not tell the browser why session %s ended: %r", self.id, exc)
 

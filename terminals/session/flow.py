@@ -53,6 +53,12 @@ class FlowWindow:
         if self.unacknowledged < self.size:
             self._open.set()
 
+    def reset(self) -> None:
+        """Start counting afresh (another browser is attached, or none): nothing is
+        unacknowledged, and a delivery waiting for acks moves on."""
+        self.sent = self.acked = 0
+        self._open.set()
+
     def close(self) -> None:
         """Release every waiter for good (the session is ending)."""
         self._closed = True

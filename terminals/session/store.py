@@ -19,6 +19,7 @@ from ..protocol import CloseCode
 from .ending import AUDIT_DOWN, Ending, EndSession
 
 logger = logging.getLogger(__name__)
+_WRITES: set[asyncio.Future[None]] = set()  # background writes, referenced until done
 
 
 class SessionRecord:
@@ -29,10 +30,14 @@ class SessionRecord:
         self.timeout = timeout
         self._registry = registry
 
-    async def mark_running(self, container: str, command: list[str]) -> None:
+    async def mark_running(
+        self, container: str, command: list[str], resume_digest: str = ""
+    ) -> None:
         """Record the container and argv that really run (after shell fallback)."""
         try:
-            await self._write(records.mark_running, self.session_id, container, command)
+            await self._write(
+                records.mark_running, self.session_id, container, command, resume_digest
+            )
         except Exception as exc:
             logger.error("Session %s: could not record its start: %r", self.session_id, exc)
             raise EndSession(CloseCode.AUDIT_UNAVAILABLE, AUDIT_DOWN) from exc
@@ -52,6 +57,21 @@ class SessionRecord:
             self._registry.owe_end(self.session_id, *args)
         finally:
             self._registry.untrack(self.session_id)
+
+    def detached(self, detached: bool) -> None:
+        """Record, in the background, that the browser went away or came back; only the
+        admin's display depends on it, so a failure is logged and nothing else."""
+        write = self._write(records.mark_detached, self.session_id, detached)
+
+        async def quietly() -> None:
+            try:
+                await write
+            except Exception as exc:
+                logger.warning("Session %s: could not record detaching: %r", self.session_id, exc)
+
+        task = asyncio.ensure_future(quietly())
+        _WRITES.add(task)
+        task.add_done_callback(_WRITES.discard)
 
     async def _write(self, function: Any, *args: Any) -> None:
         async with asyncio.timeout(self.timeout):
