@@ -31,6 +31,7 @@ POSITIVE_INTEGERS = (
     "DRAIN_TIMEOUT",
     "REVOCATION_INTERVAL",
 )
+BOOLEANS = ("REPLAY_OWN_SESSIONS", "SHOW_WATCHERS")
 
 
 @register(Tags.compatibility)
@@ -90,7 +91,20 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         )
     messages += _check_impersonation(merged)
+    messages += _check_booleans(merged)
     return messages
+
+
+def _check_booleans(config: dict[str, Any]) -> list[CheckMessage]:
+    return [
+        Error(
+            f"TERMINALS[{key!r}] must be True or False, not {config[key]!r}.",
+            hint=f"The default is {DEFAULTS[key]!r}.",
+            id="terminals.E015",
+        )
+        for key in BOOLEANS
+        if not isinstance(config[key], bool)
+    ]
 
 
 def _check_impersonation(config: dict[str, Any]) -> list[CheckMessage]:
@@ -194,6 +208,15 @@ def _check_shells(shells: Any) -> list[CheckMessage]:
 
 def _check_numbers(config: dict[str, Any]) -> list[CheckMessage]:
     messages: list[CheckMessage] = []
+    grace = config["RESUME_GRACE"]
+    if isinstance(grace, bool) or not isinstance(grace, int) or grace < 0:
+        messages.append(
+            Error(
+                f"TERMINALS['RESUME_GRACE'] must be a whole number of seconds, not {grace!r}.",
+                hint="0 turns resuming off; the default is 60.",
+                id="terminals.E016",
+            )
+        )
     for key in POSITIVE_INTEGERS:
         value = config[key]
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:

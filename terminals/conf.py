@@ -46,6 +46,15 @@ DEFAULTS: dict[str, Any] = {
     # seconds between checks that each live session is still permitted (logged in, active,
     # allowed by the access rules); a revoked session ends (4403) about this long after
     "REVOCATION_INTERVAL": 5,
+    # seconds a session whose browser went away stays attached to its pod, waiting for the
+    # page to resume it (terminals.session.resume); 0: it ends with its socket, as before
+    "RESUME_GRACE": 60,
+    # A user may replay and download their own sessions (the "My sessions" page), without the
+    # terminals.view_session permission that auditors need for everyone's.
+    "REPLAY_OWN_SESSIONS": True,
+    # The person at a terminal sees who is watching it ("watched by alice"; the browser gets a
+    # {"type": "watchers"} frame whenever that changes). Off: watchers are not shown.
+    "SHOW_WATCHERS": True,
 }
 
 

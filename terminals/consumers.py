@@ -1,27 +1,34 @@
 """TerminalConsumer: the Channels hooks of a terminal, and nothing else.
 
 ``connect`` admits the connect (:mod:`terminals.session.admission`) and starts a
-:class:`~terminals.session.core.TerminalSession`; ``receive`` decodes browser frames and hands
-them over; ``disconnect``, an auditor's ``terminal.terminate`` and the server's cancellation
-(SIGTERM) end it through its one end path. Any exception here ends the session too, with 1011
-and a message: a bug never leaves a record live or a process running in the pod.
+:class:`~terminals.session.core.TerminalSession`, or resumes one (:mod:`terminals.session.resume`:
+here if this process holds it, else relayed to the process that does); ``receive`` decodes
+browser frames and hands them over; ``disconnect`` detaches a running session (it waits
+``RESUME_GRACE`` for the page to come back); an auditor's ``terminal.terminate`` and the
+server's cancellation (SIGTERM) end it through its one end path. Any exception here ends the
+session too, with 1011 and a message: a bug never leaves a record live or a process running
+in the pod.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.db import DatabaseError
 
 from . import live, protocol, records
 from .clients import client_address
 from .conf import get_config
+from .middleware import STORE_UNAVAILABLE
 from .permissions import ExecTarget
 from .protocol import CloseCode, ProtocolError
 from .servers import registry
-from .session.admission import Admission
+from .session import resume
+from .session.admission import STORE_DOWN, Admission, user_agent
 from .session.assembly import assemble
 from .session.core import TerminalSession
 from .session.ending import (
@@ -40,10 +47,20 @@ ENDED_ELSEWHERE = (
 )
 
 
+# Seconds a relaying process waits for the holder of a session to answer its attach.
+RELAY_WAIT = 5.0
+HOLDER_SILENT = "The server that holds this terminal did not answer; it cannot be resumed."
+RELAY_UNAVAILABLE = (
+    "Another server process holds this terminal and cannot be reached now (the channel layer "
+    "is down). The session waits for you: try again in a moment."
+)
+
+
 class TerminalConsumer(live.ResilientConsumer):
     """Bridges a browser terminal to a shell in a pod; see the module docstring."""
 
     session: TerminalSession | None = None
+    relay: Relay | None = None  # when this socket resumed a session another process holds
 
     async def connect(self) -> None:
         self.socket_closed = asyncio.Event()
@@ -62,6 +79,14 @@ class TerminalConsumer(live.ResilientConsumer):
         await servers.ensure_started()
         admission = Admission(self.scope, config, servers.server_id, servers.stopping)
         try:
+            request = resume.resume_request(self.scope)
+        except resume.NotResumable as refusal:
+            await self._not_resumable(admission, str(refusal))
+            return
+        if request is not None:
+            await self._resume(admission, request, servers)
+            return
+        try:
             admitted = await admission.admit()
         except EndSession as end:
             await self._refuse(end.ending)
@@ -74,6 +99,9 @@ class TerminalConsumer(live.ResilientConsumer):
         self.join_soon(live.terminal_group(session.id))
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.relay is not None:
+            await self.relay.forward(text_data, bytes_data)
+            return
         session = self.session
         if session is None:
             return
@@ -92,9 +120,18 @@ class TerminalConsumer(live.ResilientConsumer):
 
     async def disconnect(self, code: int) -> None:
         self.socket_closed.set()
-        if self.session is not None:
-            await self.session.end(browser_closed(code))
         await self.leave_groups()
+        if self.relay is not None:
+            self.relay.gone()
+        session = self.session
+        if session is None:
+            return
+        if session.detach(self):
+            # The page may come back: until then, this consumer's handlers serve the
+            # session's layer messages through a mailbox (this consumer is about to end).
+            resume.open_mailbox(session.id, self.channel_layer, self.dispatch)
+        elif session.browser is self:
+            await session.end(browser_closed(code))
 
     async def cancelled(self) -> None:
         """Daphne cancelled this consumer (it does at shutdown): end the session with 1012."""
@@ -132,12 +169,122 @@ class TerminalConsumer(live.ResilientConsumer):
     async def close_with(self, code: int) -> None:
         await self.close(code=code)
 
+    async def replay(self, start: int, end: int) -> None:
+        """Send the committed output bytes ``start`` to ``end`` (this socket resumed)."""
+        assert self.session is not None
+        reader = resume.StoredOutput(self.session.id, start)
+        read = database_sync_to_async(reader.read, thread_sensitive=False)
+        while data := await read(end):
+            await self.send(bytes_data=data)
+
+    # Resuming.
+
+    async def _resume(
+        self, admission: Admission, request: resume.ResumeRequest, servers: Any
+    ) -> None:
+        """Take over a running session with this socket: here, or relayed to its holder."""
+        found = await self._find_resumable(admission, request)
+        if found is None:
+            return
+        token = resume.new_token()
+        claimed = await database_sync_to_async(resume.claim)(
+            found,
+            request,
+            resume.token_digest(token),
+            client_address(self.scope),
+            user_agent(self.scope),
+            servers.server_id,
+        )
+        if not claimed:
+            await self._not_resumable(admission, resume.GONE)
+            return
+        ready = protocol.ready_message(
+            str(found.session_id), found.container, found.command, resume=token, resumed=True
+        )
+        held = resume.held(found.session_id)
+        if held is None:
+            await self._relay(found.session_id, request.offset, ready)
+            return
+        self.session = held  # its replay reads the session's frames
+        try:
+            await held.attach(self, request.offset, ready)
+        except resume.NotResumable as refusal:
+            self.session = None
+            await self._not_resumable(admission, str(refusal))
+            return
+        resume.close_mailbox(held.id)
+        servers.track(held.id, self._ended_elsewhere, self.server_stopping)
+        self.join_soon(live.terminal_group(held.id))
+
+    async def _find_resumable(
+        self, admission: Admission, request: resume.ResumeRequest
+    ) -> resume.Claimed | None:
+        """The session the request names, re-authorized; None once refused."""
+        if admission.server_stopping:
+            await self._refuse(server_stopping())
+            return None
+        if self.scope.get(STORE_UNAVAILABLE):
+            await self._refuse(Ending.of(CloseCode.AUDIT_UNAVAILABLE, STORE_DOWN))
+            return None
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            message = "Log in to resume a terminal."
+            await admission.record_denial(admission.target, CloseCode.NOT_AUTHENTICATED, message)
+            await self._refuse(Ending.of(CloseCode.NOT_AUTHENTICATED, message))
+            return None
+        try:
+            found: resume.Claimed | None = await database_sync_to_async(resume.find)(
+                user, admission.target, request
+            )
+        except DatabaseError:
+            await self._refuse(Ending.of(CloseCode.AUDIT_UNAVAILABLE, STORE_DOWN))
+            return None
+        if found is None:
+            await self._not_resumable(admission, resume.GONE)
+            return None
+        try:
+            permitted = await admission.permitted(found.target)
+        except EndSession as end:
+            await self._refuse(end.ending)
+            return None
+        if permitted is None:
+            message = f"You may no longer open a terminal on {found.target}."
+            await admission.record_denial(found.target, CloseCode.FORBIDDEN, message)
+            await self._refuse(Ending.of(CloseCode.FORBIDDEN, message))
+            return None
+        return found
+
+    async def _relay(self, session_id: uuid.UUID, offset: int, ready: str) -> None:
+        """Another process holds the session: ask it to take this socket, through the layer."""
+        relay = self.relay = Relay(self, session_id, offset)
+        asked = self.channel_layer is not None and await live.attempt(
+            "asking for a held session",
+            self.channel_layer.group_send(
+                live.terminal_group(session_id),
+                resume.attach_request(self.channel_name, relay.attach, offset, ready),
+            ),
+        )
+        if not asked:
+            self.relay = None
+            await self._refuse(Ending.of(CloseCode.TRY_AGAIN_LATER, RELAY_UNAVAILABLE))
+            return
+        relay.expect_answer()
+
+    async def _not_resumable(self, admission: Admission, message: str) -> None:
+        await admission.record_denial(admission.target, CloseCode.NOT_FOUND, message)
+        await self.send(text_data=resume.not_resumable_message(message))
+        await self.close(code=int(CloseCode.NOT_FOUND))
+
     # Messages from the channel layer.
 
     async def terminal_terminate(self, event: dict[str, Any]) -> None:
-        """An auditor ended the session (``terminal.terminate``)."""
+        """An auditor ended the session (``terminal.terminate``), saying why."""
         if self.session is not None:
-            ending = ended_by_auditor(event.get("user_id"), str(event.get("username", "")))
+            ending = ended_by_auditor(
+                event.get("user_id"),
+                str(event.get("username") or ""),
+                str(event.get("reason") or ""),
+            )
             await self.session.end(ending)
 
     async def terminal_snapshot(self, event: dict[str, Any]) -> None:
@@ -145,13 +292,64 @@ class TerminalConsumer(live.ResilientConsumer):
         fed on demand first: the answer goes in the background, so this socket's frames do
         not wait for it."""
         if self.session is not None:
-            self.session.watched()
+            self.session.watched(*self._watcher(event))
             live.background(self._answer_snapshot(self.session, event["reply_to"]))
 
     async def terminal_watching(self, event: dict[str, Any]) -> None:
         """A watcher is still there (``terminal.watching``): keep its notices coming."""
         if self.session is not None:
-            self.session.watched()
+            self.session.watched(*self._watcher(event))
+
+    async def terminal_unwatch(self, event: dict[str, Any]) -> None:
+        """A watcher has left (``terminal.unwatch``): the browser is shown the others."""
+        if self.session is not None:
+            self.session.unwatched(self._watcher(event)[0])
+
+    @staticmethod
+    def _watcher(event: dict[str, Any]) -> tuple[str, str]:
+        """Who the watcher is, if the browser is to be shown (``SHOW_WATCHERS``)."""
+        return live.watcher_of(event) if get_config()["SHOW_WATCHERS"] else ("", "")
+
+    async def terminal_attach(self, event: dict[str, Any]) -> None:
+        """Another process relays a browser that resumes this session (``terminal.attach``)."""
+        session = self.session
+        if session is None:
+            return
+        browser = resume.RemoteBrowser(self.channel_layer, event["reply_to"], event["attach"])
+        try:
+            await session.attach(browser, int(event["offset"]), str(event["ready"]))
+        except resume.NotResumable as refusal:
+            await browser.send_text(resume.not_resumable_message(str(refusal)))
+            await browser.close_with(int(CloseCode.NOT_FOUND))
+
+    async def terminal_relay(self, event: dict[str, Any]) -> None:
+        """A frame of the relayed browser, or its leaving (``terminal.relay``)."""
+        session = self.session
+        browser = session.browser if session is not None else None
+        if not isinstance(browser, resume.RemoteBrowser) or browser.attach != event["attach"]:
+            return  # a browser that was replaced, or a late frame
+        assert session is not None
+        if event.get("gone"):
+            if session.detach(browser):
+                browser.stop()
+            return
+        await self.receive(event.get("text"), event.get("bytes"))
+
+    # Messages to a relaying consumer, from the process that holds its session.
+
+    async def relay_text(self, event: dict[str, Any]) -> None:
+        if self.relay is not None and self.relay.attach == event["attach"]:
+            self.relay.answered()
+            await self.send(text_data=event["text"])
+
+    async def relay_output(self, event: dict[str, Any]) -> None:
+        if self.relay is not None and self.relay.attach == event["attach"]:
+            await self.relay.send_output(int(event["upto"]))
+
+    async def relay_close(self, event: dict[str, Any]) -> None:
+        if self.relay is not None and self.relay.attach == event["attach"]:
+            self.relay.answered()
+            await self.close(code=int(event["code"]))
 
     async def _answer_snapshot(self, session: TerminalSession, reply_to: str) -> None:
         try:
@@ -181,6 +379,59 @@ class TerminalConsumer(live.ResilientConsumer):
             await self._refuse(ending)
         except Exception:
             logger.debug("Could not tell the browser that opening failed")
+
+
+class Relay:
+    """This socket resumed a session that another process holds: its frames go there
+    through the layer, and its output is read from the store up to where that process says
+    it has delivered (``relay.output``), so nothing is lost if a notice is."""
+
+    def __init__(self, consumer: TerminalConsumer, session_id: uuid.UUID, offset: int) -> None:
+        self.consumer = consumer
+        self.group = live.terminal_group(session_id)
+        self.attach = uuid.uuid4().hex
+        self.reader = resume.StoredOutput(session_id, offset)
+        self._answered = asyncio.Event()
+        self._waiting: asyncio.Future[None] | None = None
+
+    def expect_answer(self) -> None:
+        """Give the holder :data:`RELAY_WAIT` seconds to answer, then tell the page."""
+        self._waiting = asyncio.ensure_future(self._wait())
+
+    def answered(self) -> None:
+        self._answered.set()
+
+    async def _wait(self) -> None:
+        try:
+            async with asyncio.timeout(RELAY_WAIT):
+                await self._answered.wait()
+        except TimeoutError:
+            self.consumer.relay = None
+            await self.consumer.send(text_data=resume.not_resumable_message(HOLDER_SILENT))
+            await self.consumer.close(code=int(CloseCode.NOT_FOUND))
+
+    async def send_output(self, upto: int) -> None:
+        """Send the committed output up to byte ``upto``."""
+        self.answered()
+        read = database_sync_to_async(self.reader.read, thread_sensitive=False)
+        while data := await read(upto):
+            await self.consumer.send(bytes_data=data)
+
+    async def forward(self, text_data: str | None, bytes_data: bytes | None) -> None:
+        """A browser frame: on to the holder (which decodes it, as for its own sockets)."""
+        layer = self.consumer.channel_layer
+        frame = resume.relay_frame(self.attach, text_data, bytes_data)
+        if not await live.attempt("relaying a frame", layer.group_send(self.group, frame)):
+            # The page resumes again (and the holder keeps the session meanwhile).
+            await self.consumer.close(code=int(CloseCode.TRY_AGAIN_LATER))
+
+    def gone(self) -> None:
+        """The browser left: the holder detaches the session (its grace starts)."""
+        if self._waiting is not None:
+            self._waiting.cancel()
+        layer = self.consumer.channel_layer
+        gone = layer.group_send(self.group, resume.relay_gone(self.attach))
+        live.background(live.attempt("relaying a leaving", gone))
 
 
 class MalformedPathConsumer(live.ResilientConsumer):

@@ -252,7 +252,7 @@ class TerminalSession:
                 )
             previous, self._browser = self._browser, None
             if previous is not None:
-                self._quietly_later(previous, taken_over_message(), CloseCode.RESUMED_ELSEWHERE)
+                self._quietly_later(previous, taken_over_message(), int(CloseCode.RESUMED_ELSEWHERE))
             await browser.send_text(ready)
             self.window.reset()
             self.window.sending(self.sent_bytes - offset)
@@ -285,7 +285,7 @@ class TerminalSession:
                 await browser.send_text(text)
                 await browser.close_with(code)
             except Exception as exc:
-                logger.debug("Could not tell a replaced browser: %r", exc)
+                logger.warning("Could not tell a replaced browser: %r", exc)
 
         task = asyncio.ensure_future(tell())
         _ENDING.add(task)

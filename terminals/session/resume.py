@@ -92,9 +92,9 @@ def resume_request(scope: Mapping[str, Any]) -> ResumeRequest | None:
 
     Raises :class:`NotResumable` for values no page sends (the page then offers a new session).
     """
-    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
     tokens = query.get("resume")
-    if not tokens:
+    if tokens is None:
         return None
     token, offset = tokens[0], (query.get("offset") or ["0"])[0]
     if not token or len(token) > MAX_TOKEN_LENGTH:
