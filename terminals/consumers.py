@@ -198,10 +198,15 @@ class TerminalConsumer(live.ResilientConsumer):
         if not claimed:
             await self._not_resumable(admission, resume.GONE)
             return
-        ready = protocol.ready_message(
-            str(found.session_id), found.container, found.command, resume=token, resumed=True
-        )
         held = resume.held(found.session_id)
+        ready = protocol.ready_message(
+            str(found.session_id),
+            found.container,
+            found.command,
+            resume=token,
+            resumed=True,
+            containers=held.containers if held is not None else None,
+        )
         if held is None:
             await self._relay(found.session_id, request.offset, ready)
             return

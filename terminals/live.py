@@ -1,10 +1,12 @@
 """The channel-layer contract: group names, message types, and calls that survive its faults.
 
-A terminal's consumer joins :func:`terminal_group` (auditors' ``terminal.terminate`` and
-watchers' ``terminal.snapshot`` requests); watchers join :func:`watchers_group` (the session's
-``watch.progress`` notices, its ``watch.ended`` and the ``watch.snapshot`` reply). The terminal
-never depends on the layer: a Redis that is down, slow or full must not end a terminal, so
-every call here is bounded in time, and failures are logged and reported, never raised.
+A terminal's consumer joins :func:`terminal_group` (auditors' ``terminal.terminate``, and
+watchers' ``terminal.snapshot`` requests, their ``terminal.watching`` renewals and their
+``terminal.unwatch`` when they leave, each naming the watcher); watchers join
+:func:`watchers_group` (the session's ``watch.progress`` notices, its ``watch.ended`` and the
+``watch.snapshot`` reply). The terminal never depends on the layer: a Redis that is down, slow
+or full must not end a terminal, so every call here is bounded in time, and failures are
+logged and reported, never raised.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ logger = logging.getLogger(__name__)
 TERMINATE = "terminal.terminate"  # to a terminal: an auditor ends it
 SNAPSHOT_REQUEST = "terminal.snapshot"  # to a terminal: a watcher wants the screen
 WATCHING = "terminal.watching"  # to a terminal: a watcher is still there (renews the lease)
+UNWATCH = "terminal.unwatch"  # to a terminal: a watcher has left
 SNAPSHOT = "watch.snapshot"  # to one watcher: the screen
 PROGRESS = "watch.progress"  # to watchers: more output is committed
 ENDED = "watch.ended"  # to watchers: the session ended
@@ -37,6 +40,8 @@ ENDED = "watch.ended"  # to watchers: the session ended
 # Seconds a terminal sends its watchers notices after a watcher last said it is there (its
 # snapshot request, then a renewal every WATCH_RENEWAL): a session nobody watches sends none.
 WATCH_LEASE, WATCH_RENEWAL = 30.0, 10.0
+# The most characters of an auditor's reason for ending a session (the reason is required).
+MAX_END_REASON = 500
 # A layer call that has not answered by then is taken as failed (Redis slow or gone).
 CALL_TIMEOUT = 2.0
 # Back-off between attempts to receive from a layer that fails, doubling up to the maximum.
@@ -53,19 +58,33 @@ def watchers_group(session_id: uuid.UUID | str) -> str:
     return f"terminals.watchers.{session_id}"
 
 
-def terminate_message(user_id: int | None, username: str) -> dict[str, Any]:
-    """Ask a terminal to end, naming the auditor."""
-    return {"type": TERMINATE, "user_id": user_id, "username": username}
+def terminate_message(user_id: int | None, username: str, reason: str = "") -> dict[str, Any]:
+    """Ask a terminal to end, naming the auditor and why (shown to the terminal's user)."""
+    return {"type": TERMINATE, "user_id": user_id, "username": username, "reason": reason}
 
 
-def snapshot_request(reply_to: str) -> dict[str, Any]:
-    """Ask a terminal for its screen, to be sent to channel ``reply_to``."""
-    return {"type": SNAPSHOT_REQUEST, "reply_to": reply_to}
+def snapshot_request(reply_to: str, watcher: str = "") -> dict[str, Any]:
+    """Ask a terminal for its screen, to be sent to channel ``reply_to``, by user ``watcher``
+    (the terminal's user may be shown who watches)."""
+    return {"type": SNAPSHOT_REQUEST, "reply_to": reply_to, "watcher": watcher}
 
 
-def watching_message() -> dict[str, Any]:
-    """Tell a terminal that a watcher is still there."""
-    return {"type": WATCHING}
+def watching_message(channel: str = "", watcher: str = "") -> dict[str, Any]:
+    """Tell a terminal that the watcher at ``channel`` (user ``watcher``) is still there."""
+    return {"type": WATCHING, "channel": channel, "watcher": watcher}
+
+
+def unwatch_message(channel: str) -> dict[str, Any]:
+    """Tell a terminal that the watcher at ``channel`` has left."""
+    return {"type": UNWATCH, "channel": channel}
+
+
+def watcher_of(event: dict[str, Any]) -> tuple[str, str]:
+    """The watcher (its channel) and its username in a :data:`SNAPSHOT_REQUEST`,
+    :data:`WATCHING` or :data:`UNWATCH` message; empty strings from a watcher that does not
+    say (a process of an older release)."""
+    channel = event.get("channel") or event.get("reply_to") or ""
+    return str(channel), str(event.get("watcher") or "")
 
 
 def snapshot_message(screen: bytes, cols: int, rows: int, seq: int) -> dict[str, Any]:

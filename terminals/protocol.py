@@ -153,6 +153,7 @@ def ready_message(
     command: list[str],
     resume: str | None = None,
     resumed: bool = False,
+    containers: list[str] | None = None,
 ) -> str:
     """The message sent once the exec is running, and again to a browser that resumed it;
     ``resume`` is the token to resume with next (none when resuming is off)."""
@@ -162,6 +163,8 @@ def ready_message(
         "container": container,
         "command": command,
     }
+    if containers:
+        payload["containers"] = containers
     if resume is not None:
         payload["resume"] = resume
     if resumed:

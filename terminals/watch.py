@@ -1,9 +1,12 @@
 """WatchConsumer: an auditor watches a live session, read-only, from any Daphne process.
 
 The watcher asks the session's consumer (through the channel layer) for its current screen,
-then reads the committed frames after it from the audit store. The session only sends a
-throttled "there is more" notice to its watchers, never its output, so watchers can neither
-slow it down nor lose bytes: whatever a notice misses, the next read of the store finds.
+then reads the committed frames after it from the audit store. It names its user in that
+request and in each renewal, and says when it leaves (``terminal.unwatch``), so that the
+person at the terminal can be shown who watches (``TERMINALS["SHOW_WATCHERS"]``). The session
+only sends a throttled "there is more" notice to its watchers, never its output, so watchers
+can neither slow it down nor lose bytes: whatever a notice misses, the next read of the store
+finds.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class WatchConsumer(live.ResilientConsumer):
 
     async def connect(self) -> None:
         self.tasks: list[asyncio.Task[None]] = []
+        self.watching = False  # the session was told this watcher is there
         self.last_seq = -1
         self.more = asyncio.Event()
         self.snapshot: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -61,13 +65,16 @@ class WatchConsumer(live.ResilientConsumer):
         if not session.is_live:
             await self._refuse(CloseCode.NOT_FOUND, "The session has ended: replay it instead.")
             return
+        self.username = user.get_username()
         joined = await self.join(live.watchers_group(self.session_id))
         asked = joined and await live.attempt(
             "asking for a screen",
             self.channel_layer.group_send(
-                live.terminal_group(self.session_id), live.snapshot_request(self.channel_name)
+                live.terminal_group(self.session_id),
+                live.snapshot_request(self.channel_name, self.username),
             ),
         )
+        self.watching = asked
         if not asked:
             await self.leave_groups()
             await self._refuse(CloseCode.TRY_AGAIN_LATER, LIVE_UNAVAILABLE)
@@ -81,6 +88,16 @@ class WatchConsumer(live.ResilientConsumer):
     async def disconnect(self, code: int) -> None:
         for task in self.tasks:
             task.cancel()
+        if self.watching:
+            # A renewal cut short must not follow the goodbye (and list this watcher again).
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+            # At once, rather than when the lease lapses: the terminal's user sees it now.
+            await live.attempt(
+                "saying a watcher left",
+                self.channel_layer.group_send(
+                    live.terminal_group(self.session_id), live.unwatch_message(self.channel_name)
+                ),
+            )
         await self.leave_groups()
 
     # Channel-layer messages.
@@ -104,7 +121,8 @@ class WatchConsumer(live.ResilientConsumer):
             await live.attempt(
                 "renewing a watch",
                 self.channel_layer.group_send(
-                    live.terminal_group(self.session_id), live.watching_message()
+                    live.terminal_group(self.session_id),
+                    live.watching_message(self.channel_name, self.username),
                 ),
             )
 
@@ -135,6 +153,8 @@ class WatchConsumer(live.ResilientConsumer):
                             "reason": _reason(session),
                             "exit_code": session.exit_code if session else None,
                             "ended_by": session.ended_by_username if session else "",
+                            # What the terminal's user was told (an auditor's reason, …).
+                            "message": session.end_message if session else "",
                         }
                     )
                 )

@@ -320,11 +320,68 @@ def test_an_auditor_watches_a_live_session_and_ends_it(page: Page, daphne, brows
     watch.wait_for_function("watchApp.screenLines().includes('while-watched-6')")
     watch.screenshot(path=str(ARTIFACTS / "watch.png"))
 
+    # "End session" asks first, in a dialog, for a reason (required); Cancel ends nothing.
+    dialog = watch.get_by_role("dialog", name="End sam's session?")
     watch.get_by_role("button", name="End session").click()
+    expect(dialog).to_be_visible()
+    reason = dialog.get_by_role("textbox", name="Reason")
+    expect(reason).to_be_focused()
+    dialog.get_by_role("button", name="Cancel").click()
+    expect(dialog).to_be_hidden()
+    watch.get_by_role("button", name="End session").click()
+    reason.fill("   ")  # "required" lets spaces through; the page (and the server) do not
+    dialog.get_by_role("button", name="End", exact=True).click()
+    expect(dialog.get_by_role("alert")).to_have_text(
+        "Say why you end the session: the reason is required."
+    )
+    why = "Copying customer records to a laptop"
+    reason.fill(why)
+    expect(dialog).to_contain_text(f"{len(why)} / 500")
+    expect(dialog.get_by_role("alert")).to_be_hidden()
+    watch.screenshot(path=str(ARTIFACTS / "watch-end-dialog.png"))
+    run(page, "echo not-ended-$((4+4))", "not-ended-8")  # nothing was sent so far
+    dialog.get_by_role("button", name="End", exact=True).click()
+
+    # The user is told who ended the session and why; so is the watcher.
+    told = f"audrey ended this session: {why}"
     page.wait_for_function("terminalApp.closeCode === 4409")
-    expect(page.locator("#terminal-ended")).to_contain_text("audrey ended this session.")
+    expect(page.locator("#terminal-ended")).to_contain_text(told)
     watch.wait_for_function("watchApp.state === 'ended'")
-    expect(watch.locator("#watch-ended")).to_contain_text("audrey ended the session.")
+    expect(watch.locator("#watch-ended")).to_contain_text(told)
+    expect(dialog).to_be_hidden()
+    expect(watch.get_by_role("button", name="End session")).to_be_disabled()
+    page.screenshot(path=str(ARTIFACTS / "terminal-ended-by-auditor.png"))
+    context.close()
+
+
+def test_the_user_sees_who_is_watching(page: Page, daphne, browser) -> None:
+    """An eye badge in the terminal's header names the watchers; it goes when they leave."""
+    from django.contrib.auth.models import Permission
+
+    log_in_with_cookie(page, daphne.url, "sam")
+    page.goto(f"{daphne.url}/terminals/kubesim/default/web/?container=main")
+    session = wait_connected(page)
+    badge = page.locator("#terminal-watchers")
+    expect(badge).to_be_hidden()
+
+    auditor = make_user("audrey")
+    auditor.user_permissions.add(Permission.objects.get(codename="watch_session"))
+    context = browser.new_context()
+    context.add_cookies(
+        [{"name": "sessionid", "value": session_cookie(auditor), "url": daphne.url}]
+    )
+    watch = context.new_page()
+    watch.goto(f"{daphne.url}/terminals/sessions/{session}/watch/")
+    watch.wait_for_function("window.watchApp?.state === 'connected'")
+
+    expect(badge).to_be_visible()
+    expect(badge).to_have_text("watched by audrey")
+    expect(badge).to_have_attribute("role", "status")  # read out when it changes
+    expect(badge).to_have_attribute("title", "Your screen is being watched by audrey.")
+    page.screenshot(path=str(ARTIFACTS / "terminal-watched.png"))
+
+    watch.close()  # the watcher says it leaves: the badge goes now, not when its lease lapses
+    expect(badge).to_be_hidden(timeout=10_000)
     context.close()
 
 

@@ -29,6 +29,7 @@ from terminals.live import (
     snapshot_request,
     terminal_group,
     terminate_message,
+    unwatch_message,
     watchers_group,
     watching_message,
 )
@@ -146,12 +147,23 @@ def test_group_names_are_valid_for_every_channel_layer():
 
 
 def test_messages_have_their_exact_shapes():
-    assert terminate_message(7, "auditor") == {
+    assert terminate_message(7, "auditor", "policy breach") == {
         "type": "terminal.terminate",
         "user_id": 7,
         "username": "auditor",
+        "reason": "policy breach",
     }
-    assert snapshot_request(CHANNEL) == {"type": "terminal.snapshot", "reply_to": CHANNEL}
+    assert snapshot_request(CHANNEL, "audrey") == {
+        "type": "terminal.snapshot",
+        "reply_to": CHANNEL,
+        "watcher": "audrey",
+    }
+    assert watching_message(CHANNEL, "audrey") == {
+        "type": "terminal.watching",
+        "channel": CHANNEL,
+        "watcher": "audrey",
+    }
+    assert unwatch_message(CHANNEL) == {"type": "terminal.unwatch", "channel": CHANNEL}
     assert snapshot_message(b"$ ", 80, 24, 12) == {
         "type": "watch.snapshot",
         "screen": b"$ ",
@@ -550,6 +562,7 @@ async def test_ended_with_the_layer_down_does_not_raise():
         (terminate_message(7, "auditor"), "terminals.consumers.TerminalConsumer"),
         (snapshot_request(CHANNEL), "terminals.consumers.TerminalConsumer"),
         (watching_message(), "terminals.consumers.TerminalConsumer"),
+        (unwatch_message(CHANNEL), "terminals.consumers.TerminalConsumer"),
         (snapshot_message(b"", 80, 24, 0), "terminals.watch.WatchConsumer"),
         (progress_message(0), "terminals.watch.WatchConsumer"),
         (progress_message(0, final=True), "terminals.watch.WatchConsumer"),

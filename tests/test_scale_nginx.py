@@ -23,7 +23,7 @@ from scripts.scale_stack import SITE_TEMPLATE, ScaleStack, find_nginx, render_si
 from terminals.models import Session
 from tests.fixtures.daphne import _wait_for_other_connections_to_close, daphne_environment
 from tests.fixtures.terminal_client import TerminalClient, run_line, say
-from tests.test_watch import end_session, people
+from tests.test_watch import REASON, end_session, people
 
 WEB = "/ws/terminals/kubesim/default/web/?container=main"
 SESSIONS = 4
@@ -161,7 +161,7 @@ async def test_an_auditor_through_one_process_ends_a_session_the_other_holds(kub
             assert target.messages[-1] == {
                 "type": "error",
                 "code": "ended_by_auditor",
-                "message": "audrey ended this session.",
+                "message": f"audrey ended this session: {REASON}",
             }
             ended = await watcher.until_message("ended")
             assert ended["ended_by"] == "audrey"

@@ -155,6 +155,7 @@ class TerminalSession:
         self._ended = asyncio.Event()
         self._on_ended = on_ended  # told once the end is complete (the revoker forgets it)
         self._container: str | None = None
+        self.containers: list[str] = []  # the pod's, once launched
         # Resuming: output bytes handed to a browser so far, whether one is attached, and the
         # grace a detached session waits for one (0: a session ends with its socket).
         self.sent_bytes = 0
@@ -252,7 +253,8 @@ class TerminalSession:
                 )
             previous, self._browser = self._browser, None
             if previous is not None:
-                self._quietly_later(previous, taken_over_message(), int(CloseCode.RESUMED_ELSEWHERE))
+                code = int(CloseCode.RESUMED_ELSEWHERE)
+                self._quietly_later(previous, taken_over_message(), code)
             await browser.send_text(ready)
             self.window.reset()
             self.window.sending(self.sent_bytes - offset)
@@ -265,6 +267,8 @@ class TerminalSession:
                 self._grace = None
             self._records.detached(False)
             self._attached.set()
+            if "watchers" in self.__dict__:  # made once a watcher came: tell the new page
+                self.watchers.resend()
         logger.info("Terminal session %s is resumed", self.id)
         self.watchdog.touch()
         self.on_attached()
@@ -417,6 +421,7 @@ class TerminalSession:
         launched = await self._shell.launch(lambda: self.size)
         stream = self._stream = launched.stream
         self._container = launched.container
+        self.containers = launched.containers
         token = new_token() if self.resume_grace > 0 else None
         await self._records.mark_running(
             launched.container, launched.command, token_digest(token) if token else ""
@@ -424,7 +429,13 @@ class TerminalSession:
         self.state = State.RUNNING
         assert self._browser is not None  # it can only detach once RUNNING
         await self._browser.send_text(
-            protocol.ready_message(str(self.id), launched.container, launched.command, resume=token)
+            protocol.ready_message(
+                str(self.id),
+                launched.container,
+                launched.command,
+                resume=token,
+                containers=launched.containers,
+            )
         )
         if self.size and self.size != launched.size:
             await stream.send_resize(*self.size)

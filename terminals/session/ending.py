@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..live import MAX_END_REASON
 from ..models import Session
 from ..protocol import CloseCode
 
@@ -61,6 +62,14 @@ def browser_closed(ws_code: int) -> Ending:
     )
 
 
+BROWSER_GONE = "The browser went away and did not come back to resume the session."
+
+
+def browser_gone() -> Ending:
+    """The browser's socket went away and no browser resumed within the grace."""
+    return Ending(CloseCode.NORMAL, BROWSER_GONE, EndReason.BROWSER_GONE, tell_browser=False)
+
+
 def server_stopping() -> Ending:
     """The serving process is stopping (SIGTERM, a deploy)."""
     return Ending.of(CloseCode.SERVER_RESTARTING, SERVER_STOPPING)
@@ -76,13 +85,15 @@ def audit_unavailable() -> Ending:
     return Ending.of(CloseCode.AUDIT_UNAVAILABLE, AUDIT_DOWN)
 
 
-def ended_by_auditor(user_id: int | None, username: str) -> Ending:
-    """An auditor ended the session."""
+def ended_by_auditor(user_id: int | None, username: str, reason: str = "") -> Ending:
+    """An auditor ended the session, saying why: the message the user sees and the record
+    keeps ("alice ended this session: <reason>")."""
+    who = username or "An auditor"
+    reason = " ".join(reason.split())[:MAX_END_REASON]  # one line, as the page shows it
+    message = f"{who} ended this session: {reason}" if reason else f"{who} ended this session."
+    ended_by = (user_id, username)
     return Ending(
-        CloseCode.ENDED_BY_AUDITOR,
-        f"{username or 'An auditor'} ended this session.",
-        EndReason.ENDED_BY_AUDITOR,
-        ended_by=(user_id, username),
+        CloseCode.ENDED_BY_AUDITOR, message, EndReason.ENDED_BY_AUDITOR, ended_by=ended_by
     )
 
 

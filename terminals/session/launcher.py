@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..kube.exec import ExecStatus, Output
@@ -36,6 +36,7 @@ class Launched:
     command: list[str]
     first: asyncio.Future[Output | ExecStatus]
     size: tuple[int, int] | None  # the size applied before the first read
+    containers: list[str] = field(default_factory=list)  # the pod's, for the page's switcher
 
 
 def default_container(pod: dict[str, Any], pod_name: str) -> str:
@@ -51,6 +52,12 @@ def default_container(pod: dict[str, Any], pod_name: str) -> str:
     if not names:
         raise EndSession(CloseCode.NOT_FOUND, f"Pod {pod_name} has no containers.")
     return str(names[0])
+
+
+def container_names(pod: dict[str, Any]) -> list[str]:
+    """The names of the pod's containers, in its spec's order."""
+    spec = pod.get("spec") or {}
+    return [str(container.get("name", "")) for container in spec.get("containers") or []]
 
 
 class ShellLauncher:
@@ -129,16 +136,19 @@ class PodShell:
     async def launch(self, size: Callable[[], tuple[int, int] | None]) -> Launched:
         """Connect, pick and check the container, and start the shell."""
         await self.upstream.connect()
+        pod = await self.upstream.get_pod()
         container = self.target.container
         if not container:
-            container = default_container(await self.upstream.get_pod(), self.target.pod)
+            container = default_container(pod, self.target.pod)
             # Rules may grant some containers only: ask again now that the name is known.
             resolved = dataclasses.replace(self.target, container=container)
             if not await self._permitted(resolved):
                 message = f"You may not open a terminal on {resolved}."
                 await self._record_denial(resolved, CloseCode.FORBIDDEN, message)
                 raise EndSession(CloseCode.FORBIDDEN, message)
-        return await self._launcher.launch(container, self.target.command, size)
+        launched = await self._launcher.launch(container, self.target.command, size)
+        launched.containers = container_names(pod)
+        return launched
 
     async def close(self) -> None:
         """Hang up: close every exec this session opened."""

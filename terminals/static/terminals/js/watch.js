@@ -3,12 +3,14 @@
 import { Terminal } from "../vendor/xterm/xterm.mjs";
 import { Unicode11Addon } from "../vendor/xterm/addon-unicode11.mjs";
 import { screenLines, socketUrl, stateSetter } from "./common.js";
+import { fetchPreferences, terminalOptions } from "./settings.js";
 
 const element = document.getElementById("terminal");
 const stateLabel = document.getElementById("watch-state");
+// The watcher's own font size and theme (settings.js), with its underscore-safe line height.
+const preferences = await fetchPreferences(element.dataset.preferencesUrl);
 const term = new Terminal({ allowProposedApi: true, disableStdin: true, scrollback: 10000,
-  fontFamily: '"DejaVu Sans Mono", "Noto Sans Mono", ui-monospace, monospace', fontSize: 14,
-  theme: { background: "#0d1117" } });
+  ...terminalOptions(preferences) });
 term.loadAddon(new Unicode11Addon());
 term.unicode.activeVersion = "11";
 term.open(element);
@@ -38,8 +40,9 @@ socket.addEventListener("message", (event) => {
     term.resize(message.cols, message.rows);
   } else if (message.type === "ended") {
     const exit = message.exit_code === null ? "" : `, exit code ${message.exit_code}`;
+    // An auditor's end: what its user was told, reason included.
     app.reason = message.ended_by
-      ? `${message.ended_by} ended the session.`
+      ? message.message || `${message.ended_by} ended the session.`
       : `The session ended (${message.reason}${exit}).`;
   } else if (message.type === "error") {
     app.reason = message.message;
@@ -50,22 +53,66 @@ socket.addEventListener("close", (event) => {
   setState(last?.type === "ended" ? "ended" : "error", last?.type === "ended" ? "ended" : "closed");
   document.getElementById("watch-ended-reason").textContent = app.reason || `The connection closed (${event.code}).`;
   document.getElementById("watch-ended").hidden = false;
+  const end = document.getElementById("end-session");
+  if (end) {
+    end.disabled = true; // nothing left to end
+    end.textContent = "End session";
+  }
+  document.getElementById("end-dialog")?.close();
 });
 
-// "End session" without leaving the page, so the watcher sees the session end; the form still
-// works as a plain POST where this script does not run.
-const endForm = document.querySelector("form.end-session");
-if (endForm) {
-  endForm.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const button = endForm.querySelector("button");
-    button.disabled = true;
-    button.textContent = "Ending…";
-    const response = await fetch(endForm.action, { method: "POST", body: new FormData(endForm), credentials: "same-origin" });
-    if (!response.ok) {
-      button.disabled = false;
-      button.textContent = "End session";
-      app.reason = `Could not end the session (HTTP ${response.status}).`;
-    }
+// "End session": a dialog asks for the reason (required; the session's user is shown it and the
+// record keeps it), then posts it without leaving the page, so the watcher sees the session end.
+const endButton = document.getElementById("end-session");
+const dialog = document.getElementById("end-dialog");
+if (endButton && dialog) {
+  const form = document.getElementById("end-form");
+  const reason = document.getElementById("end-reason");
+  const count = document.getElementById("end-reason-count");
+  const error = document.getElementById("end-error");
+  const confirm = document.getElementById("end-confirm");
+  const showError = (text) => {
+    error.textContent = text;
+    error.hidden = false;
+  };
+  const countChars = () => { count.textContent = `${reason.value.length} / ${reason.maxLength}`; };
+  reason.addEventListener("input", () => { countChars(); error.hidden = true; });
+  endButton.addEventListener("click", () => {
+    error.hidden = true;
+    dialog.showModal();
+    reason.focus();
   });
+  document.getElementById("end-cancel").addEventListener("click", () => dialog.close());
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (!reason.value.trim()) {
+      // "required" lets a reason of only spaces through; the server would refuse it too.
+      showError("Say why you end the session: the reason is required.");
+      reason.focus();
+      return;
+    }
+    confirm.disabled = true;
+    confirm.textContent = "Ending…";
+    let result;
+    try {
+      const response = await fetch(form.action, {
+        method: "POST", body: new FormData(form), credentials: "same-origin",
+        headers: { Accept: "application/json" },
+      });
+      result = await response.json().catch(() => ({ ok: false, message: `Could not end the session (HTTP ${response.status}).` }));
+    } catch {
+      result = { ok: false, message: "The server could not be reached; the session goes on." };
+    }
+    confirm.disabled = false;
+    confirm.textContent = "End";
+    if (!result.ok) {
+      showError(result.message);
+      return;
+    }
+    dialog.close();
+    app.endRequested = true;
+    endButton.disabled = true;
+    endButton.textContent = "Ending…";
+  });
+  countChars();
 }
