@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import views
+from . import preferences, views
 
 app_name = "terminals"
 
@@ -16,6 +16,13 @@ urlpatterns = [
     ),
     path("terminals/sessions/<uuid:session_id>/watch/", views.session_watch, name="session-watch"),
     path("terminals/sessions/<uuid:session_id>/end/", views.session_end, name="session-end"),
+    path("terminals/preferences/", preferences.preferences, name="preferences"),
+    path("terminals/sessions/mine/", views.my_sessions, name="my-sessions"),
+    path(
+        "terminals/sessions/mine/<uuid:session_id>/end/",
+        views.my_session_end,
+        name="my-session-end",
+    ),
     # After the session pages, which it would otherwise shadow.
     path("terminals/<str:cluster>/<str:namespace>/<str:pod>/", views.terminal, name="terminal"),
 ]

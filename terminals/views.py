@@ -14,7 +14,15 @@ from channels.layers import get_channel_layer
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.core.paginator import Paginator
+from django.db.models import QuerySet
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -25,11 +33,13 @@ from django.views.decorators.http import require_POST
 from . import live
 from .audit import cast, store
 from .clients import client_address
+from .conf import get_config
 from .impersonation import impersonation_headers
 from .kube.clusters import UnknownCluster, all_clusters, get_cluster
 from .kube.pods import PodInfo, list_clusters
 from .models import Session
 from .permissions import ExecTarget, may_exec
+from .preferences import preferences_for
 from .records import record_denial
 
 logger = logging.getLogger(__name__)
@@ -162,8 +172,117 @@ def terminal(request: HttpRequest, cluster: str, namespace: str, pod: str) -> Ht
     return render(
         request,
         "terminals/terminal.html",
-        {"target": target, "socket_path": socket_path, "title": str(target)},
+        {
+            "target": target,
+            "socket_path": socket_path,
+            "title": str(target),
+            # For settings.js, through json_script: the terminal is drawn the user's way at once.
+            "terminal_preferences": {
+                **preferences_for(request.user),
+                "url": reverse("terminals:preferences"),
+            },
+        },
     )
+
+
+# "My sessions": each user's own sessions, live and past, to replay or end.
+
+SESSIONS_PER_PAGE = 25
+
+
+@dataclass(frozen=True)
+class MySessionRow:
+    """One row of "My sessions"."""
+
+    session: Session
+    # "live"; "detached" (no browser, waiting to be resumed); "lost" (its server died and the
+    # reaper has yet to record the end); or "ended"
+    state: str
+    counts: bool  # against MAX_SESSIONS_PER_USER
+    duration: str  # H:MM:SS; so far, for one not ended
+
+
+def _own(sessions: QuerySet[Session], user: Any) -> QuerySet[Session]:
+    """Those of ``sessions`` that ``user`` opened (none for an anonymous user, whose pk is None
+    as is the user of a session whose account was deleted)."""
+    if not user.is_authenticated:
+        return sessions.none()
+    return sessions.filter(user_id=user.pk)
+
+
+def _session_state(session: Session, live_ids: set[uuid.UUID]) -> str:
+    if session.ended_at is not None:
+        return "ended"
+    if session.pk not in live_ids:
+        return "lost"
+    return "detached" if session.detached_at is not None else "live"
+
+
+def _duration(session: Session, now: dt.datetime) -> str:
+    seconds = int(((session.ended_at or now) - session.started_at).total_seconds())
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+@login_required
+def my_sessions(request: HttpRequest) -> HttpResponse:
+    """The user's own sessions, newest first, a page at a time.
+
+    Live means what admission counts against ``MAX_SESSIONS_PER_USER``
+    (``Session.objects.live()``): detached sessions count, those of a lost server do not.
+    """
+    user = request.user
+    live_ids = set(_own(Session.objects.live(), user).values_list("pk", flat=True))
+    sessions = _own(Session.objects.all(), user).order_by("-started_at", "-pk")
+    page = Paginator(sessions, SESSIONS_PER_PAGE).get_page(request.GET.get("page"))
+    now = timezone.now()
+    rows = [
+        MySessionRow(
+            session,
+            _session_state(session, live_ids),
+            session.pk in live_ids,
+            _duration(session, now),
+        )
+        for session in page
+    ]
+    return render(
+        request,
+        "terminals/my_sessions.html",
+        {
+            "page": page,
+            "rows": rows,
+            "live_count": len(live_ids),
+            "limit": get_config()["MAX_SESSIONS_PER_USER"],
+            "may_replay": user.has_perm("terminals.view_session") or may_replay_own_sessions(user),
+        },
+    )
+
+
+@require_POST
+@login_required
+def my_session_end(request: HttpRequest, session_id: uuid.UUID) -> HttpResponse:
+    """End one of the user's own live sessions, as ``session_end`` does for an auditor: the
+    terminal closes with 4409 and the record names the user as who ended it."""
+    session = _own(Session.objects.filter(pk=session_id), request.user).first()
+    if session is None:
+        raise PermissionDenied("You may end only your own sessions.")
+    if not Session.objects.live().filter(pk=session.pk).exists():
+        messages.info(
+            request,
+            "That session had already ended."
+            if session.ended_at is not None
+            else "That session's server was lost; the reaper records its end.",
+        )
+    elif async_to_sync(live.attempt)(
+        "ending a session",
+        get_channel_layer().group_send(
+            live.terminal_group(session.pk),
+            live.terminate_message(request.user.pk, request.user.get_username()),
+        ),
+    ):
+        messages.success(request, f"Asked your session on {session.pod} to end.")
+    else:
+        messages.error(request, LIVE_UNAVAILABLE)
+    return redirect("terminals:my-sessions")
 
 
 # Reviewing sessions: replay, export, watch and end. Auditors get these through permissions.
@@ -176,20 +295,41 @@ def _session_or_404(session_id: uuid.UUID) -> Session:
         raise Http404("No such session.") from None
 
 
-@permission_required("terminals.view_session", raise_exception=True)
+def may_replay_own_sessions(user: Any) -> bool:
+    """Whether ``user`` may replay their own sessions without ``terminals.view_session``."""
+    return bool(user.is_authenticated and get_config()["REPLAY_OWN_SESSIONS"])
+
+
+def _replayable_session(request: HttpRequest, session_id: uuid.UUID) -> Session:
+    """The session, if the user may replay it: an auditor (``terminals.view_session``) any
+    session, anyone else their own where ``TERMINALS["REPLAY_OWN_SESSIONS"]`` allows it.
+
+    Those who are not auditors are refused alike whether the session is someone else's or does
+    not exist, so that the answer says nothing of other people's sessions.
+    """
+    user = request.user
+    if user.has_perm("terminals.view_session"):
+        return _session_or_404(session_id)
+    if may_replay_own_sessions(user):
+        session = _own(Session.objects.filter(pk=session_id), user).first()
+        if session is not None:
+            return session
+        raise PermissionDenied("You may replay only your own sessions.")
+    raise PermissionDenied("Replaying sessions needs the permission to view terminal sessions.")
+
+
 def session_cast(request: HttpRequest, session_id: uuid.UUID) -> StreamingHttpResponse:
     """The session as an asciicast v2 file (``o`` output, ``i`` input, ``r`` resize)."""
-    session = _session_or_404(session_id)
+    session = _replayable_session(request, session_id)
     lines = store.export_cast(session, markers=request.GET.get("markers") == "1")
     response = StreamingHttpResponse(lines, content_type=cast.MEDIA_TYPE)
     response["Content-Disposition"] = f'attachment; filename="{session.pk}.cast"'
     return response
 
 
-@permission_required("terminals.view_session", raise_exception=True)
 def session_replay(request: HttpRequest, session_id: uuid.UUID) -> HttpResponse:
     """asciinema-player on the session's cast, with its commands to jump to."""
-    session = _session_or_404(session_id)
+    session = _replayable_session(request, session_id)
     cols, rows = store.initial_size(session)
     commands = list(session.commands.all())
     return render(
@@ -216,6 +356,7 @@ def session_watch(request: HttpRequest, session_id: uuid.UUID) -> HttpResponse:
             "session": session,
             "socket_path": f"/ws/terminals/watch/{session.pk}/",
             "may_end": request.user.has_perm("terminals.end_session"),
+            "max_reason": live.MAX_END_REASON,
         },
     )
 
@@ -223,22 +364,39 @@ def session_watch(request: HttpRequest, session_id: uuid.UUID) -> HttpResponse:
 @require_POST
 @permission_required("terminals.end_session", raise_exception=True)
 def session_end(request: HttpRequest, session_id: uuid.UUID) -> HttpResponse:
-    """End a live session for its user (4409); the session records who ended it."""
+    """End a live session for its user (4409), saying why: the reason (required, one line of
+    at most ``live.MAX_END_REASON`` characters) is what the user is shown and what the record
+    keeps, with who ended it. A form is redirected to the watch page with a message; a request
+    that asks for JSON (the watch page's script) gets ``{"ok": …, "message": …}``."""
     session = _session_or_404(session_id)
-    if session.is_live:
-        sent = async_to_sync(live.attempt)(
-            "ending a session",
-            get_channel_layer().group_send(
-                live.terminal_group(session.pk),
-                live.terminate_message(request.user.pk, request.user.get_username()),
-            ),
+    reason = " ".join(request.POST.get("reason", "").split())
+    level, status = messages.ERROR, 400
+    if not session.is_live:
+        level, status = messages.INFO, 409
+        text = (
+            "That session's server was lost; the reaper records its end."
+            if session.ended_at is None
+            else "That session had already ended."
         )
-        if sent:
-            messages.success(request, f"Asked the session of {session.username} to end.")
-        else:
-            messages.error(request, LIVE_UNAVAILABLE)
-    elif session.ended_at is None:
-        messages.info(request, "That session's server was lost; the reaper records its end.")
+    elif not reason:
+        text = "Say why you end the session: the reason is required, and its user is shown it."
+    elif len(reason) > live.MAX_END_REASON:
+        text = (
+            f"The reason is too long: {len(reason)} characters, at most "
+            f"{live.MAX_END_REASON}. The session goes on."
+        )
+    elif async_to_sync(live.attempt)(
+        "ending a session",
+        get_channel_layer().group_send(
+            live.terminal_group(session.pk),
+            live.terminate_message(request.user.pk, request.user.get_username(), reason),
+        ),
+    ):
+        level, status = messages.SUCCESS, 200
+        text = f"Asked the session of {session.username} to end."
     else:
-        messages.info(request, "That session had already ended.")
+        status, text = 503, LIVE_UNAVAILABLE
+    if request.headers.get("Accept", "").startswith("application/json"):
+        return JsonResponse({"ok": status == 200, "message": text}, status=status)
+    messages.add_message(request, level, text)
     return redirect("terminals:session-watch", session_id=session.pk)
