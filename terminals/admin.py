@@ -16,7 +16,35 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from .audit import ledger, store
-from .models import AccessRule, AuditPrune, Command, DeniedAttempt, Server, Session, alive_since
+from .models import (
+    AccessRule,
+    AuditPrune,
+    Command,
+    DeniedAttempt,
+    Server,
+    Session,
+    alive_since,
+    split_patterns,
+)
+
+
+class CompactList:
+    """A changelist that fits a 1280 px window beside the admin's two sidebars: a fixed table
+    layout, columns sized in admin.css, and long values cut short with the whole on hover."""
+
+    class Media:
+        css = {"all": ["terminals/css/admin.css"]}
+
+
+def truncated(text: object) -> str:
+    """A cell value that the list may cut short (admin.css); its ``title`` has all of it."""
+    return format_html('<span class="truncated" title="{}">{}</span>', text, text)
+
+
+def compact_moment(moment: dt.datetime | None) -> str:
+    """A moment in the site's time zone to the second, without the zone (the same on each row,
+    and the admin's "Nov. 26, 2026, 7:41 p.m." is wider and drops the seconds)."""
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
 
 
 class ReadOnly:
@@ -32,13 +60,13 @@ class ReadOnly:
         return False
 
 
-class ReadOnlyAdmin(ReadOnly, admin.ModelAdmin):  # type: ignore[type-arg]
+class ReadOnlyAdmin(CompactList, ReadOnly, admin.ModelAdmin):  # type: ignore[type-arg]
     """A read-only admin for an audit model."""
 
 
 @admin.register(AccessRule)
-class AccessRuleAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    list_display = ["name", "clusters", "namespaces", "pods", "containers", "expires_at", "reason"]
+class AccessRuleAdmin(CompactList, admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = ["rule_name", "where", "who", "expires", "why"]
     list_filter = [("expires_at", admin.EmptyFieldListFilter), "groups"]
     search_fields = ["name", "reason", "pods", "namespaces", "users__username", "groups__name"]
     filter_horizontal = ["users", "groups"]
@@ -51,13 +79,58 @@ class AccessRuleAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         ),
     ]
 
+    @admin.display(description=_("name"), ordering="name")
+    def rule_name(self, rule: AccessRule) -> str:
+        return truncated(rule.name)
+
+    @admin.display(description=_("where (cluster / namespace / pod [container])"))
+    def where(self, rule: AccessRule) -> str:
+        patterns = [
+            ", ".join(split_patterns(text)) for text in (rule.clusters, rule.namespaces, rule.pods)
+        ]
+        return truncated(f"{' / '.join(patterns)} [{', '.join(split_patterns(rule.containers))}]")
+
+    @admin.display(description=_("users and groups"))
+    def who(self, rule: AccessRule) -> str:
+        names = [user.get_username() for user in rule.users.all()]
+        names += [f"@{group.name}" for group in rule.groups.all()]
+        return truncated(", ".join(names) or "-")
+
+    @admin.display(description=_("expires"), ordering="expires_at")
+    def expires(self, rule: AccessRule) -> str:
+        return compact_moment(rule.expires_at) if rule.expires_at else str(_("never"))
+
+    @admin.display(description=_("reason"))
+    def why(self, rule: AccessRule) -> str:
+        return truncated(rule.reason)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[AccessRule]:
+        return super().get_queryset(request).prefetch_related("users", "groups")
+
 
 @admin.register(DeniedAttempt)
 class DeniedAttemptAdmin(ReadOnlyAdmin):
-    list_display = ["at", "username", "cluster", "namespace", "pod", "container", "code", "reason"]
+    list_display = ["when", "username_short", "target", "code", "why"]
     list_filter = ["code", "cluster", "at"]
     search_fields = ["username", "namespace", "pod", "reason", "client_address"]
     date_hierarchy = "at"
+
+    @admin.display(description=_("when"), ordering="at")
+    def when(self, denial: DeniedAttempt) -> str:
+        return compact_moment(denial.at)
+
+    @admin.display(description=_("user"), ordering="username")
+    def username_short(self, denial: DeniedAttempt) -> str:
+        return truncated(denial.username)
+
+    @admin.display(description=_("target"))
+    def target(self, denial: DeniedAttempt) -> str:
+        where = "/".join(part for part in (denial.cluster, denial.namespace, denial.pod) if part)
+        return truncated(f"{where} [{denial.container}]" if denial.container else where)
+
+    @admin.display(description=_("why"))
+    def why(self, denial: DeniedAttempt) -> str:
+        return truncated(denial.reason)
 
 
 #: Commands on one page of a session's admin page (a session can hold tens of thousands).
@@ -137,7 +210,7 @@ def _to_the_second(moment: dt.datetime) -> str:
 
 @admin.register(Session)
 class SessionAdmin(ReadOnlyAdmin):
-    list_display = ["started_at", "username", "target", "duration", "exit_code", "state"]
+    list_display = ["started_short", "username_short", "target", "duration", "outcome"]
     list_filter = [OutcomeFilter, CommandsFilter, "username", "cluster", "namespace", "started_at"]
     list_select_related = ["server"]  # is_live reads the server's heartbeat
     # A command is found by what the screen showed or by what was typed.
@@ -168,14 +241,33 @@ class SessionAdmin(ReadOnlyAdmin):
         results, _duplicates = super().get_search_results(request, queryset, search_term)
         return results.distinct(), False
 
-    @admin.display(description=_("target"))
-    def target(self, session: Session) -> str:
+    def _target(self, session: Session) -> str:
         target = f"{session.cluster}/{session.namespace}/{session.pod}"
         return f"{target} [{session.container}]" if session.container else target
 
     @admin.display(description=_("target"))
+    def target(self, session: Session) -> str:
+        return truncated(self._target(session))
+
+    @admin.display(description=_("target"))
     def target_detail(self, session: Session) -> str:
-        return self.target(session)
+        return self._target(session)
+
+    @admin.display(description=_("started"), ordering="started_at")
+    def started_short(self, session: Session) -> str:
+        return compact_moment(session.started_at)
+
+    @admin.display(description=_("user"), ordering="username")
+    def username_short(self, session: Session) -> str:
+        return truncated(session.username)
+
+    @admin.display(description=_("state"))
+    def outcome(self, session: Session) -> str:
+        """The state, with the exit code when there is one (one column instead of two)."""
+        state = self.state(session)
+        if session.exit_code is not None:
+            state = f"{state} ({_('exit code')} {session.exit_code})"
+        return truncated(state)
 
     @admin.display(description=_("started"))
     def started(self, session: Session) -> str:
@@ -243,14 +335,27 @@ class SessionAdmin(ReadOnlyAdmin):
 
 @admin.register(Server)
 class ServerAdmin(ReadOnlyAdmin):
-    list_display = ["__str__", "started_at", "heartbeat_at", "stopped_at", "state", "live_sessions"]
+    list_display = ["process", "started", "heartbeat", "state", "live_sessions"]
     list_filter = ["hostname", "started_at"]
     search_fields = ["hostname", "=pid"]
+
+    @admin.display(description=_("server process"), ordering="hostname")
+    def process(self, server: Server) -> str:
+        return truncated(server)
+
+    @admin.display(description=_("started"), ordering="started_at")
+    def started(self, server: Server) -> str:
+        return compact_moment(server.started_at)
+
+    @admin.display(description=_("last heartbeat"), ordering="heartbeat_at")
+    def heartbeat(self, server: Server) -> str:
+        return compact_moment(server.heartbeat_at)
 
     @admin.display(description=_("state"))
     def state(self, server: Server) -> str:
         if server.stopped_at is not None:
-            return str(_("stopped"))
+            # When, here rather than in a column of its own: the list stays narrow.
+            return truncated(f"{_('stopped')} {compact_moment(server.stopped_at)}")
         return str(_("alive")) if server.heartbeat_at >= alive_since() else str(_("lost"))
 
     @admin.display(description=_("live sessions"))
@@ -260,4 +365,12 @@ class ServerAdmin(ReadOnlyAdmin):
 
 @admin.register(AuditPrune)
 class AuditPruneAdmin(ReadOnlyAdmin):
-    list_display = ["at", "before", "sessions", "frames"]
+    list_display = ["when", "ended_before", "sessions", "frames"]
+
+    @admin.display(description=_("when"), ordering="at")
+    def when(self, prune: AuditPrune) -> str:
+        return compact_moment(prune.at)
+
+    @admin.display(description=_("sessions ended before"), ordering="before")
+    def ended_before(self, prune: AuditPrune) -> str:
+        return compact_moment(prune.before)

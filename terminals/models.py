@@ -9,6 +9,7 @@ from fnmatch import fnmatchcase
 
 from django.conf import settings
 from django.contrib.auth.models import Group
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -444,3 +445,48 @@ class LedgerEntry(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.username} on {self.target}"
+
+
+#: Terminal font sizes a user may choose, in CSS pixels.
+MIN_FONT_SIZE, DEFAULT_FONT_SIZE, MAX_FONT_SIZE = 10, 14, 24
+
+
+class TerminalPreference(models.Model):
+    """How one user's terminals look: font size and theme (``terminals.preferences``)."""
+
+    class Theme(models.TextChoices):
+        DARK = "dark", _("dark")
+        LIGHT = "light", _("light")
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="terminal_preference",
+        verbose_name=_("user"),
+    )
+    font_size = models.PositiveSmallIntegerField(
+        _("font size"),
+        default=DEFAULT_FONT_SIZE,
+        validators=[MinValueValidator(MIN_FONT_SIZE), MaxValueValidator(MAX_FONT_SIZE)],
+        help_text=_("CSS pixels, 10 to 24."),
+    )
+    theme = models.CharField(_("theme"), max_length=10, choices=Theme.choices, default=Theme.DARK)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("terminal preference")
+        verbose_name_plural = _("terminal preferences")
+        # The bounds hold whoever writes the row, not only the endpoint's validation.
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(font_size__gte=MIN_FONT_SIZE, font_size__lte=MAX_FONT_SIZE),
+                name="terminals_preference_font_size_range",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(theme__in=["dark", "light"]),
+                name="terminals_preference_theme_known",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.font_size} px, {self.theme}"

@@ -23,6 +23,7 @@ urlpatterns = [
         views.my_session_end,
         name="my-session-end",
     ),
+    path("terminals/workspace/", views.workspace, name="workspace"),
     # After the session pages, which it would otherwise shadow.
     path("terminals/<str:cluster>/<str:namespace>/<str:pod>/", views.terminal, name="terminal"),
 ]

@@ -87,11 +87,16 @@ def portal(request: HttpRequest) -> HttpResponse:
     error. The user's access rules are read once for the request (``TerminalsBackend``
     caches them on the user), however many pods are checked.
     """
+    return render(request, "terminals/portal.html", {"clusters": _cluster_listings(request)})
+
+
+def _cluster_listings(request: HttpRequest) -> list[ClusterListing]:
+    """The portal's listing: per cluster, the pods the user may open (the workspace's too)."""
     answers = async_to_sync(list_clusters)(
         all_clusters().values(), impersonation_headers(request.user)
     )
     rows = _RowMaker(request.user)
-    listings = [
+    return [
         ClusterListing(
             answer.cluster.name,
             answer.cluster.verbose_name,
@@ -100,7 +105,28 @@ def portal(request: HttpRequest) -> HttpResponse:
         )
         for answer in answers
     ]
-    return render(request, "terminals/portal.html", {"clusters": listings})
+
+
+@login_required
+def workspace(request: HttpRequest) -> HttpResponse:
+    """One page of many terminals: the pods the user may open beside terminals in tabs.
+
+    The tree is the portal's listing; the tabs are the browser's (workspace.js), each a
+    session of its own on the same WebSocket as the terminal page.
+    """
+    return render(
+        request,
+        "terminals/workspace.html",
+        {
+            "clusters": _cluster_listings(request),
+            # The WebSocket lives at the root whatever prefix the pages have (see routing.py).
+            "socket_prefix": "/ws/terminals/",
+            "terminal_preferences": {
+                **preferences_for(request.user),
+                "url": reverse("terminals:preferences"),
+            },
+        },
+    )
 
 
 class _RowMaker:

@@ -1,19 +1,17 @@
 // The watch page: a read-only xterm.js fed with the session's current screen, then its
 // output as it is committed. Nothing typed here reaches the session.
-import { Terminal } from "../vendor/xterm/xterm.mjs";
-import { Unicode11Addon } from "../vendor/xterm/addon-unicode11.mjs";
 import { screenLines, socketUrl, stateSetter } from "./common.js";
-import { fetchPreferences, terminalOptions } from "./settings.js";
+import { fetchPreferences } from "./settings.js";
+import { createTerminalView } from "./view.js";
 
 const element = document.getElementById("terminal");
 const stateLabel = document.getElementById("watch-state");
 // The watcher's own font size and theme (settings.js), with its underscore-safe line height.
 const preferences = await fetchPreferences(element.dataset.preferencesUrl);
-const term = new Terminal({ allowProposedApi: true, disableStdin: true, scrollback: 10000,
-  ...terminalOptions(preferences) });
-term.loadAddon(new Unicode11Addon());
-term.unicode.activeVersion = "11";
-term.open(element);
+// The size is the watched session's (snapshot and resize messages), not the window's.
+const { term } = await createTerminalView(element, preferences, {
+  options: { disableStdin: true, cursorBlink: false }, fit: false,
+});
 
 const app = { term, state: "connecting", reason: "",
   screenLines: () => screenLines(term) };
