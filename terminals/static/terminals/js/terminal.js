@@ -1,33 +1,12 @@
-// The terminal page: xterm.js bridged to /ws/terminals/… as the browser protocol says.
-// Output bytes go straight to term.write(Uint8Array); xterm.js decodes UTF-8 across frames.
-import { Terminal } from "../vendor/xterm/xterm.mjs";
-import { FitAddon } from "../vendor/xterm/addon-fit.mjs";
-import { SearchAddon } from "../vendor/xterm/addon-search.mjs";
-import { Unicode11Addon } from "../vendor/xterm/addon-unicode11.mjs";
-import { WebLinksAddon } from "../vendor/xterm/addon-web-links.mjs";
-import { screenLines, socketUrl, stateSetter } from "./common.js";
-
-const STDIN_CHUNK = 16 * 1024; // below the server's frame limit (64 KiB by default)
-const ACK_EVERY = 64 * 1024; // tell the server what we have drawn, so it can send more
-
-const CLOSE_REASONS = {
-  1000: "The session ended.",
-  1006: "The connection was lost.",
-  1011: "The terminal failed because of a server error.",
-  1012: "The server is restarting; open a new session in a moment.",
-  1013: "The server cannot do that right now; try again in a moment.",
-  4400: "The request was not valid.",
-  4401: "You are not logged in.",
-  4403: "You may not open this terminal.",
-  4404: "There is no such pod or container.",
-  4408: "The session was idle too long.",
-  4409: "An auditor ended the session.",
-  4410: "The session reached its maximum duration.",
-  4413: "Too much data was sent at once.",
-  4429: "You have too many terminals open.",
-  4502: "The cluster could not run the terminal.",
-  4503: "The audit store is unavailable, so the session was stopped.",
-};
+// The terminal page: xterm.js (view.js) on a TerminalConnection (connection.js: the
+// protocol, flow control, resuming). Output bytes go straight to term.write(Uint8Array);
+// xterm.js decodes UTF-8 across frames.
+import { screenLines, stateSetter } from "./common.js";
+import { TerminalConnection } from "./connection.js";
+import { showWatchers } from "./watchers.js";
+import { setUpSearch } from "./search.js";
+import { readPreferences, setUpSettings } from "./settings.js";
+import { createTerminalView } from "./view.js";
 
 const element = document.getElementById("terminal");
 const stateLabel = document.getElementById("terminal-state");
@@ -35,36 +14,8 @@ const sessionLabel = document.getElementById("terminal-session");
 const endedBox = document.getElementById("terminal-ended");
 const endedReason = document.getElementById("terminal-ended-reason");
 
-const term = new Terminal({
-  allowProposedApi: true, // needed by the unicode11 addon
-  cursorBlink: true,
-  fontFamily: '"DejaVu Sans Mono", "Noto Sans Mono", ui-monospace, monospace',
-  fontSize: 14,
-  scrollback: 10000,
-  theme: { background: "#0d1117" },
-});
-const fit = new FitAddon();
-const search = new SearchAddon();
-term.loadAddon(fit);
-term.loadAddon(search);
-term.loadAddon(new WebLinksAddon());
-term.loadAddon(new Unicode11Addon());
-term.unicode.activeVersion = "11";
-term.open(element);
-
-// WebGL draws faster where the browser has it; the DOM renderer is the fallback.
-let renderer = "dom";
-try {
-  const { WebglAddon } = await import("../vendor/xterm/addon-webgl.mjs");
-  const webgl = new WebglAddon();
-  webgl.onContextLoss(() => webgl.dispose());
-  term.loadAddon(webgl);
-  renderer = "webgl";
-} catch (error) {
-  console.info("webshell: WebGL renderer unavailable, using the DOM renderer:", error);
-}
-fit.fit();
-new ResizeObserver(() => fit.fit()).observe(element);
+const preferences = readPreferences(); // the user's font size and theme (settings.js)
+const { term, fit, search, renderer } = await createTerminalView(element, preferences);
 
 const app = {
   term, renderer, state: "connecting", session: null, command: null, exitCode: null, closeCode: null, reason: "",
@@ -73,78 +24,84 @@ const app = {
 window.terminalApp = app; // for tests and for people poking at the page
 
 const setState = stateSetter(app, stateLabel);
+const header = document.querySelector(".site-header");
+const restartButton = document.getElementById("terminal-restart");
+const reconnectButton = document.getElementById("terminal-reconnect");
+let shownReconnected = null;
 
-const url = socketUrl(element.dataset.socketPath);
-if (element.dataset.container) url.searchParams.set("container", element.dataset.container);
-if (element.dataset.command) url.searchParams.set("command", element.dataset.command);
-
-const socket = new WebSocket(url);
-socket.binaryType = "arraybuffer";
-const encoder = new TextEncoder();
-let drawn = 0, acked = 0, lastMessage = null;
-
-function sendJSON(message) {
-  if (socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message));
-}
-
-function sendBytes(bytes) {
-  for (let start = 0; start < bytes.length; start += STDIN_CHUNK) {
-    if (socket.readyState !== WebSocket.OPEN) return;
-    socket.send(bytes.subarray(start, start + STDIN_CHUNK));
-  }
-}
-
-socket.addEventListener("open", () => {
-  // The size goes first, as kubectl does, so the shell starts at the right size.
-  sendJSON({ type: "resize", cols: term.cols, rows: term.rows });
-  setState("connecting", "starting…");
-});
-
-socket.addEventListener("message", (event) => {
-  if (event.data instanceof ArrayBuffer) {
-    const bytes = new Uint8Array(event.data);
-    term.write(bytes, () => {
-      drawn += bytes.length;
-      if (drawn - acked >= ACK_EVERY) {
-        sendJSON({ type: "ack", bytes: drawn - acked });
-        acked = drawn;
+const connection = new TerminalConnection(element.dataset.socketPath, {
+  container: element.dataset.container,
+  command: element.dataset.command,
+  callbacks: {
+    output: (bytes, drawn) => term.write(bytes, drawn),
+    ready(message, resumed) {
+      app.session = message.session;
+      app.command = message.command;
+      app.container = message.container;
+      app.resumes = connection.resumes;
+      sessionLabel.textContent = message.session;
+      sessionLabel.title = `session ${message.session}`; // the label may be cut short
+      showContainer(message);
+      endedBox.hidden = true;
+      const running = `${message.container} · ${message.command.join(" ")}`;
+      if (resumed) {
+        // "reconnected" stays a moment, then the usual label.
+        setState("connected", `reconnected · ${running}`);
+        clearTimeout(shownReconnected);
+        shownReconnected = setTimeout(() => {
+          if (app.state === "connected") stateLabel.textContent = `connected · ${running}`;
+        }, 3000);
+      } else {
+        setState("connected", `connected · ${running}`);
       }
-    });
-    return;
-  }
-  const message = JSON.parse(event.data);
-  lastMessage = message;
-  if (message.type === "ready") {
-    app.session = message.session;
-    app.command = message.command;
-    sessionLabel.textContent = message.session;
-    sessionLabel.title = `session ${message.session}`; // the label may be cut short
-    setState("connected", `connected · ${message.command.join(" ")}`);
-    term.focus();
-  } else if (message.type === "exit") {
-    app.exitCode = message.code;
-  }
+      term.focus();
+    },
+    message(message) {
+      if (message.type === "watchers") showWatchers(header, message.watchers);
+    },
+    state: (name, text) => setState(name, text),
+    ended(reason, { code, message, resumable }) {
+      showWatchers(header, []);
+      app.closeCode = code;
+      app.reason = reason;
+      if (message?.type === "exit") app.exitCode = message.code;
+      setState(resumable ? "disconnected" : message?.type === "exit" ? "ended" : "error",
+        resumable ? "disconnected" : message?.type === "exit" ? "ended" : "closed");
+      endedReason.textContent = reason;
+      reconnectButton.hidden = !resumable;
+      endedBox.hidden = false;
+      (resumable ? reconnectButton : restartButton).focus();
+    },
+  },
+});
+app.connection = connection;
+connection.size = { cols: term.cols, rows: term.rows };
+connection.open();
+
+// The container the shell runs in (the portal may not have said), and the pod's others.
+function showContainer(message) {
+  const label = document.getElementById("terminal-container");
+  if (label) label.textContent = message.container;
+  const picker = document.getElementById("terminal-container-switch");
+  const others = (message.containers || []).filter((name) => name !== message.container);
+  if (!picker || !others.length) return;
+  picker.replaceChildren(new Option(message.container, "", true, true),
+    ...others.map((name) => new Option(name, name)));
+  picker.hidden = false;
+}
+document.getElementById("terminal-container-switch")?.addEventListener("change", (event) => {
+  // Another container is another session: open it in this tab (this one ends within the grace).
+  const target = new URL(window.location.href);
+  target.searchParams.set("container", event.target.value);
+  target.searchParams.delete("command");
+  connection.close();
+  window.location.assign(target);
 });
 
-socket.addEventListener("close", (event) => {
-  app.closeCode = event.code;
-  let reason = CLOSE_REASONS[event.code] || `The connection closed (${event.code}).`;
-  if (lastMessage?.type === "exit") {
-    reason = `The process exited with code ${lastMessage.code}.`;
-  } else if (lastMessage?.type === "error") {
-    reason = lastMessage.message;
-  }
-  app.reason = reason;
-  setState(lastMessage?.type === "exit" ? "ended" : "error", lastMessage?.type === "exit" ? "ended" : "closed");
-  endedReason.textContent = reason;
-  endedBox.hidden = false;
-  document.getElementById("terminal-restart").focus();
-});
-
-term.onData((data) => sendBytes(encoder.encode(data)));
+term.onData((data) => connection.sendText(data));
 // Some sequences (mouse reports in X10 mode) are bytes, not text.
-term.onBinary((data) => sendBytes(Uint8Array.from(data, (c) => c.charCodeAt(0) & 0xff)));
-term.onResize(({ cols, rows }) => sendJSON({ type: "resize", cols, rows }));
+term.onBinary((data) => connection.sendInput(Uint8Array.from(data, (c) => c.charCodeAt(0) & 0xff)));
+term.onResize(({ cols, rows }) => connection.resize(cols, rows));
 
 // Copy on select; paste works as in any terminal (Ctrl+Shift+V, the context menu).
 term.onSelectionChange(() => {
@@ -152,9 +109,16 @@ term.onSelectionChange(() => {
   if (text && navigator.clipboard) navigator.clipboard.writeText(text).catch(() => {});
 });
 
-document.getElementById("terminal-restart").addEventListener("click", () => window.location.reload());
-document.getElementById("terminal-search").addEventListener("submit", (event) => {
-  event.preventDefault();
-  search.findNext(document.getElementById("terminal-search-input").value);
+restartButton.addEventListener("click", () => {
+  // A new session in the same tab, without the old one's screen.
+  endedBox.hidden = true;
+  term.reset();
+  connection.restart();
 });
+reconnectButton.addEventListener("click", () => {
+  endedBox.hidden = true;
+  connection.retry();
+});
+setUpSearch(term, search);
+setUpSettings(term, () => fit.fit(), preferences);
 term.focus();

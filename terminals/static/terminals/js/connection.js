@@ -1,0 +1,263 @@
+// TerminalConnection: one terminal's socket, as the browser protocol says (README, "The browser
+// protocol"): the size first, stdin in 16 KiB frames, acks of what was drawn, and resuming.
+//
+// When the socket drops without the session having ended (no exit or error message), it
+// reconnects by itself after 0.5, 1, 2, 4 and 8 s to the same URL with ?resume=<token>&offset=<N>
+// (N: output bytes received), then stops and lets the page offer a button (retry()). The token
+// is kept in sessionStorage so that a reload resumes too; keystrokes typed while away are held
+// (up to HELD_INPUT bytes) and sent once the session is back. The view (terminal.js, a workspace
+// tab) gives the callbacks: output(bytes, drawn), ready(message), message(message),
+// state(name, text), ended(reason, {code, message, resumable}).
+import { socketUrl } from "./common.js";
+
+const STDIN_CHUNK = 16 * 1024; // below the server's frame limit (64 KiB by default)
+const ACK_EVERY = 64 * 1024; // tell the server what we have drawn, so it can send more
+const BACKOFF = [500, 1000, 2000, 4000, 8000]; // ms between reconnect attempts
+const HELD_INPUT = 64 * 1024; // keystrokes held while reconnecting, at most
+
+export const CLOSE_REASONS = {
+  1000: "The session ended.",
+  1006: "The connection was lost.",
+  1011: "The terminal failed because of a server error.",
+  1012: "The server is restarting; open a new session in a moment.",
+  1013: "The server cannot do that right now; try again in a moment.",
+  4400: "The request was not valid.",
+  4401: "You are not logged in.",
+  4403: "You may not open this terminal.",
+  4404: "There is no such pod or container.",
+  4408: "The session was idle too long.",
+  4409: "An auditor ended the session.",
+  4410: "The session reached its maximum duration.",
+  4411: "This terminal was opened again in another window.",
+  4413: "Too much data was sent at once.",
+  4429: "You have too many terminals open.",
+  4502: "The cluster could not run the terminal.",
+  4503: "The audit store is unavailable, so the session was stopped.",
+};
+
+export class TerminalConnection {
+  // ``storageKey``: where the resume token is kept; two terminals on one pod in one page (a
+  // workspace's tabs) need one each.
+  constructor(socketPath, {
+    container = "", command = "", storage = window.sessionStorage, storageKey = "", callbacks,
+  }) {
+    this.socketPath = socketPath;
+    this.container = container;
+    this.command = command;
+    this.storage = storage;
+    this.callbacks = callbacks;
+    this.storageKey = storageKey || `webshell.resume:${socketPath}`;
+    this.session = null;
+    this.received = 0; // output bytes received in this session, over every socket
+    this.resumes = 0;
+    this.attempt = 0;
+    this.held = [];
+    this.heldBytes = 0;
+    this.socket = null;
+    this.live = false; // a ready came and no end since
+    this.over = false; // ended for good
+    this.size = null;
+    this.encoder = new TextEncoder();
+    this.timer = null;
+  }
+
+  // Start: resume the session this tab had (a reload), else open a new one.
+  open() {
+    const saved = this.load();
+    if (saved) {
+      this.session = saved.session;
+      this.connect(saved.token);
+    } else {
+      this.connect(null);
+    }
+  }
+
+  // Open a new session, forgetting any to resume.
+  restart() {
+    this.forget();
+    this.session = null;
+    this.received = 0;
+    this.over = false;
+    this.connect(null);
+  }
+
+  // Try to resume again now (the page's "Reconnect" button).
+  retry() {
+    const saved = this.load();
+    if (!saved) return this.restart();
+    this.attempt = 0;
+    this.over = false;
+    this.connect(saved.token);
+  }
+
+  // Close on purpose (a tab closed in a workspace): the session ends within the grace.
+  close() {
+    this.over = true;
+    clearTimeout(this.timer);
+    this.forget();
+    if (this.socket) this.socket.close(1000);
+  }
+
+  sendInput(bytes) {
+    if (this.over) return;
+    if (!this.live || this.socket?.readyState !== WebSocket.OPEN) {
+      // Held until the session is back; beyond the bound, typing is dropped (and said so).
+      if (this.heldBytes + bytes.length > HELD_INPUT) {
+        this.callbacks.state("reconnecting", "reconnecting… (input beyond 64 KiB is not kept)");
+        return;
+      }
+      this.held.push(bytes);
+      this.heldBytes += bytes.length;
+      return;
+    }
+    for (let start = 0; start < bytes.length; start += STDIN_CHUNK) {
+      this.socket.send(bytes.subarray(start, start + STDIN_CHUNK));
+    }
+  }
+
+  sendText(text) {
+    this.sendInput(this.encoder.encode(text));
+  }
+
+  resize(cols, rows) {
+    this.size = { cols, rows };
+    if (this.live) this.sendJSON({ type: "resize", cols, rows });
+  }
+
+  // Internals.
+
+  connect(token) {
+    clearTimeout(this.timer);
+    const url = socketUrl(this.socketPath);
+    if (token) {
+      url.searchParams.set("resume", token);
+      url.searchParams.set("offset", String(this.received));
+    } else {
+      if (this.container) url.searchParams.set("container", this.container);
+      if (this.command) url.searchParams.set("command", this.command);
+    }
+    const socket = (this.socket = new WebSocket(url));
+    socket.binaryType = "arraybuffer";
+    const generation = { drawn: 0, acked: 0, lastMessage: null, resuming: Boolean(token) };
+    this.generation = generation;
+
+    socket.addEventListener("open", () => {
+      // A new session: the size goes first, as kubectl does, so the shell starts at the right
+      // size. A resumed one is sized once it is back (frames before then are not its own).
+      if (!token && this.size) this.sendJSON({ type: "resize", ...this.size });
+      if (!token) this.callbacks.state("connecting", "starting…");
+    });
+
+    socket.addEventListener("message", (event) => {
+      if (socket !== this.socket) return;
+      if (event.data instanceof ArrayBuffer) {
+        const bytes = new Uint8Array(event.data);
+        this.received += bytes.length;
+        this.callbacks.output(bytes, () => {
+          if (socket !== this.socket) return; // drawn after the socket changed: not its bytes
+          generation.drawn += bytes.length;
+          if (generation.drawn - generation.acked >= ACK_EVERY) {
+            this.sendJSON({ type: "ack", bytes: generation.drawn - generation.acked });
+            generation.acked = generation.drawn;
+          }
+        });
+        return;
+      }
+      const message = JSON.parse(event.data);
+      generation.lastMessage = message;
+      if (message.type === "ready") {
+        this.ready(message, generation);
+      } else if (message.type === "exit" || message.type === "error") {
+        this.live = false;
+        this.forget();
+      } else {
+        this.callbacks.message(message);
+      }
+    });
+
+    socket.addEventListener("close", (event) => {
+      if (socket !== this.socket) return;
+      const wasLive = this.live;
+      this.live = false;
+      const last = generation.lastMessage;
+      const final = this.over || last?.type === "exit" || last?.type === "error";
+      if (!final && this.load() && (wasLive || generation.resuming)) {
+        this.reconnectLater(event.code);
+        return;
+      }
+      this.end(event.code, last);
+    });
+  }
+
+  ready(message, generation) {
+    const resumed = Boolean(message.resumed);
+    this.session = message.session;
+    this.live = true;
+    this.attempt = 0;
+    if (message.resume) this.save(message.resume);
+    if (resumed) {
+      this.resumes += 1;
+      if (this.size) this.sendJSON({ type: "resize", ...this.size });
+    }
+    const held = this.held;
+    this.held = [];
+    this.heldBytes = 0;
+    for (const bytes of held) this.sendInput(bytes);
+    this.callbacks.ready(message, resumed);
+  }
+
+  reconnectLater(code) {
+    if (this.attempt >= BACKOFF.length) {
+      this.callbacks.state("disconnected", "disconnected");
+      this.callbacks.ended("The connection was lost and could not be made again.", {
+        code, resumable: true,
+      });
+      return;
+    }
+    const delay = BACKOFF[this.attempt];
+    this.attempt += 1;
+    this.callbacks.state("reconnecting", "reconnecting…");
+    this.timer = setTimeout(() => {
+      const saved = this.load();
+      if (saved) this.connect(saved.token);
+    }, delay);
+  }
+
+  end(code, last) {
+    this.over = true;
+    this.forget();
+    let reason = CLOSE_REASONS[code] || `The connection closed (${code}).`;
+    if (last?.type === "exit") reason = `The process exited with code ${last.code}.`;
+    else if (last?.type === "error") reason = last.message;
+    this.callbacks.ended(reason, { code, message: last, resumable: false });
+  }
+
+  sendJSON(message) {
+    if (this.socket?.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify(message));
+  }
+
+  load() {
+    try {
+      const saved = JSON.parse(this.storage.getItem(this.storageKey) || "null");
+      return saved?.token ? saved : null;
+    } catch {
+      return null;
+    }
+  }
+
+  save(token) {
+    try {
+      this.storage.setItem(this.storageKey, JSON.stringify({ token, session: this.session }));
+    } catch {
+      // Storage refused (private mode, full): a drop still resumes; a reload cannot.
+    }
+  }
+
+  forget() {
+    try {
+      this.storage.removeItem(this.storageKey);
+    } catch {
+      // nothing kept
+    }
+  }
+}

@@ -1,0 +1,121 @@
+"""Resuming in a real browser: the page's socket is cut as a network cuts it (a TCP reset
+through tests/fixtures/proxy.py, no close frame), and the page is reloaded.
+
+``WEBSHELL_SCREENSHOT=1`` also writes docs/screenshots/resume-*.png (the README's pictures).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from terminals.models import Resume, Session
+from tests.fixtures.proxy import CuttableProxy
+from tests.test_browser import ALL_LINES, ROOT, log_in_with_cookie, run, wait_connected
+from tests.test_resume import resuming_daphne
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+TERMINAL = "/terminals/kubesim/default/web/?container=main"
+
+
+@pytest.fixture
+def proxied(kubesim: Any) -> Iterator[CuttableProxy]:
+    """A Daphne that keeps detached sessions 60 s, reached through a proxy that can cut."""
+    with resuming_daphne(kubesim) as server:
+        proxy = CuttableProxy(server.port)
+        try:
+            yield proxy
+        finally:
+            proxy.close()
+
+
+def screenshot(page: Page, name: str) -> None:
+    if os.environ.get("WEBSHELL_SCREENSHOT") == "1":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=SCREENSHOTS / name)
+
+
+def count_lines(page: Page, text: str) -> int:
+    return sum(text in line for line in page.evaluate(ALL_LINES))
+
+
+def state_text(page: Page) -> str:
+    return page.locator("#terminal-state").inner_text()
+
+
+def test_a_dropped_connection_reconnects_by_itself_and_keeps_everything(
+    page: Page, proxied: CuttableProxy
+) -> None:
+    page.set_viewport_size({"width": 1100, "height": 650})
+    log_in_with_cookie(page, proxied.url, "ada")
+    page.goto(proxied.url + TERMINAL)
+    session = wait_connected(page)
+    page.locator("#terminal .xterm").click()
+    run(page, "echo before-$((6*7))", "before-42")
+    # Output printed while the network is down, and keystrokes typed meanwhile.
+    page.keyboard.type("sleep 1; echo away-$((6*7))")
+    page.keyboard.press("Enter")
+    with proxied.down():
+        page.wait_for_function("terminalApp.state === 'reconnecting'")
+        expect(page.locator("#terminal-state")).to_have_text("reconnecting…")
+        page.keyboard.type("echo held-$((6*7))")
+        page.keyboard.press("Enter")
+        screenshot(page, "resume-reconnecting.png")
+    page.wait_for_function("terminalApp.state === 'connected' && terminalApp.resumes === 1")
+    assert page.evaluate("terminalApp.session") == session
+    assert state_text(page).startswith("reconnected")
+    page.wait_for_function(
+        f"({ALL_LINES})().some((line) => line === 'held-42')", timeout=10_000
+    )
+    screenshot(page, "resume-reconnected.png")
+    # Scrollback kept, output while away and the held line each exactly once.
+    assert count_lines(page, "before-42") == 1
+    assert sum(line == "away-42" for line in page.evaluate(ALL_LINES)) == 1
+    assert sum(line == "held-42" for line in page.evaluate(ALL_LINES)) == 1
+    resumes = list(Resume.objects.filter(session_id=session))
+    assert len(resumes) >= 1
+
+
+def test_a_reload_resumes_the_same_session_with_its_screen(
+    page: Page, proxied: CuttableProxy
+) -> None:
+    log_in_with_cookie(page, proxied.url, "ada")
+    page.goto(proxied.url + TERMINAL)
+    session = wait_connected(page)
+    page.locator("#terminal .xterm").click()
+    run(page, "cd /tmp && echo kept-$((6*7))", "kept-42")
+    page.reload()
+    assert wait_connected(page) == session
+    page.wait_for_function(f"({ALL_LINES})().some((line) => line === 'kept-42')")
+    page.locator("#terminal .xterm").click()
+    run(page, "pwd", "/tmp")  # the same shell: its working directory is kept
+    record = Session.objects.get(pk=session)
+    assert record.ended_at is None
+
+
+def test_a_session_that_cannot_be_resumed_offers_a_new_one(page: Page, kubesim: Any) -> None:
+    with resuming_daphne(kubesim, grace=1) as server:
+        proxy = CuttableProxy(server.port)
+        try:
+            log_in_with_cookie(page, proxy.url, "ada")
+            page.goto(proxy.url + TERMINAL)
+            session = wait_connected(page)
+            with proxy.down():
+                page.wait_for_function("terminalApp.state === 'reconnecting'")
+                # The grace (1 s) runs out while the page cannot reach the server.
+                ended = Session.objects.filter(pk=session, ended_at__isnull=False)
+                while not ended.exists():
+                    page.wait_for_timeout(100)  # the record is written by another process
+            ended_box = page.locator("#terminal-ended")
+            expect(ended_box).to_be_visible(timeout=20_000)
+            expect(page.locator("#terminal-ended-reason")).to_contain_text("cannot be resumed")
+            page.locator("#terminal-restart").click()
+            assert wait_connected(page, session) != session
+        finally:
+            proxy.close()
