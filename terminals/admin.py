@@ -222,7 +222,7 @@ class SessionAdmin(ReadOnlyAdmin):
     fields = readonly_fields = (
         "id", "username", "target_detail", "command", "client_address", "user_agent",
         "started", "ended", "duration", "state", "end_reason", "exit_code", "end_message",
-        "ended_by_username", "server", "traffic", "chain", "seal_check", "links",
+        "ended_by_username", "server", "resumes", "traffic", "chain", "seal_check", "links",
     )  # fmt: skip
 
     def change_view(
@@ -285,11 +285,24 @@ class SessionAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("state"))
     def state(self, session: Session) -> str:
+        if session.is_live and session.detached_at is not None:
+            # The browser went away; the session waits RESUME_GRACE for it to come back.
+            return f"{_('detached')} ({_('since')} {_to_the_second(session.detached_at)})"
         if session.is_live:
             return str(_("live"))
         if session.ended_at is None:
             return str(UNREAPED)
         return session.get_end_reason_display()
+
+    @admin.display(description=_("resumes"))
+    def resumes(self, session: Session) -> str:
+        """Each time a browser took the session over again: when, from where, at which byte."""
+        rows = [
+            f"{_to_the_second(r.at)} {_('from')} {r.client_address or '?'} "
+            f"({_('at output byte')} {r.offset})"
+            for r in session.resumes.all()[:50]
+        ]
+        return format_html_join("\n", "<div>{}</div>", ((row,) for row in rows)) or str(_("none"))
 
     @admin.display(description=_("traffic"))
     def traffic(self, session: Session) -> str:

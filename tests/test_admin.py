@@ -194,3 +194,19 @@ def test_the_session_list_finds_commands_by_what_was_typed_and_by_their_marks(
     assert "1 terminal session" in flagged
     unechoed = superuser_client.get("/admin/terminals/session/?commands=unechoed").content.decode()
     assert "0 terminal sessions" in unechoed
+
+
+def test_a_detached_session_and_its_resumes_are_shown(superuser_client):
+    from terminals.models import Resume
+    from tests.test_servers import make_server, make_session
+
+    session = make_session(make_server("web-1", 11))
+    Session.objects.filter(pk=session.pk).update(detached_at=timezone.now())
+    listing = superuser_client.get("/admin/terminals/session/").content.decode()
+    assert "detached (since" in listing
+    Session.objects.filter(pk=session.pk).update(detached_at=None)
+    Resume.objects.create(session=session, client_address="192.0.2.7", offset=1234)
+    page = superuser_client.get(f"/admin/terminals/session/{session.pk}/change/").content.decode()
+    assert "from 192.0.2.7 (at output byte 1234)" in page
+    listing = superuser_client.get("/admin/terminals/session/").content.decode()
+    assert "detached (since" not in listing  # resumed: live again

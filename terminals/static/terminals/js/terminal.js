@@ -39,20 +39,22 @@ const connection = new TerminalConnection(element.dataset.socketPath, {
       app.command = message.command;
       app.container = message.container;
       app.resumes = connection.resumes;
-      sessionLabel.textContent = message.session;
-      sessionLabel.title = `session ${message.session}`; // the label may be cut short
+      // The first 8 characters name it well enough on a full header; the tooltip has it all.
+      sessionLabel.textContent = message.session.slice(0, 8);
+      sessionLabel.title = `session ${message.session}`;
       showContainer(message);
       endedBox.hidden = true;
-      const running = `${message.container} · ${message.command.join(" ")}`;
+      // The label stays short (the header is full at 1280 px); the command is its tooltip.
+      stateLabel.title = `${message.container}: ${message.command.join(" ")}`;
       if (resumed) {
         // "reconnected" stays a moment, then the usual label.
-        setState("connected", `reconnected · ${running}`);
+        setState("connected", "reconnected");
         clearTimeout(shownReconnected);
         shownReconnected = setTimeout(() => {
-          if (app.state === "connected") stateLabel.textContent = `connected · ${running}`;
+          if (app.state === "connected") stateLabel.textContent = "connected";
         }, 3000);
       } else {
-        setState("connected", `connected · ${running}`);
+        setState("connected", "connected");
       }
       term.focus();
     },
