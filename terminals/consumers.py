@@ -50,6 +50,7 @@ ENDED_ELSEWHERE = (
 # Seconds a relaying process waits for the holder of a session to answer its attach.
 RELAY_WAIT = 5.0
 HOLDER_SILENT = "The server that holds this terminal did not answer; it cannot be resumed."
+HOLDER_LOST = "The server that held this terminal was lost; the session has ended."
 RELAY_UNAVAILABLE = (
     "Another server process holds this terminal and cannot be reached now (the channel layer "
     "is down). The session waits for you: try again in a moment."
@@ -320,7 +321,14 @@ class TerminalConsumer(live.ResilientConsumer):
         session = self.session
         if session is None:
             return
-        browser = resume.RemoteBrowser(self.channel_layer, event["reply_to"], event["attach"])
+
+        def silent() -> None:
+            if session.detach(browser):
+                browser.stop()
+
+        browser = resume.RemoteBrowser(
+            self.channel_layer, event["reply_to"], event["attach"], on_silent=silent
+        )
         try:
             await session.attach(browser, int(event["offset"]), str(event["ready"]))
         except resume.NotResumable as refusal:
@@ -334,9 +342,12 @@ class TerminalConsumer(live.ResilientConsumer):
         if not isinstance(browser, resume.RemoteBrowser) or browser.attach != event["attach"]:
             return  # a browser that was replaced, or a late frame
         assert session is not None
+        browser.heard()
         if event.get("gone"):
             if session.detach(browser):
                 browser.stop()
+            return
+        if event.get("beat"):
             return
         await self.receive(event.get("text"), event.get("bytes"))
 
@@ -393,15 +404,42 @@ class Relay:
 
     def __init__(self, consumer: TerminalConsumer, session_id: uuid.UUID, offset: int) -> None:
         self.consumer = consumer
+        self.session_id = session_id
         self.group = live.terminal_group(session_id)
         self.attach = uuid.uuid4().hex
         self.reader = resume.StoredOutput(session_id, offset)
         self._answered = asyncio.Event()
         self._waiting: asyncio.Future[None] | None = None
+        self._beating: asyncio.Future[None] | None = None
 
     def expect_answer(self) -> None:
-        """Give the holder :data:`RELAY_WAIT` seconds to answer, then tell the page."""
+        """Give the holder :data:`RELAY_WAIT` seconds to answer, then tell the page; and from
+        then on, tell the holder now and then that this browser is there."""
         self._waiting = asyncio.ensure_future(self._wait())
+        self._beating = asyncio.ensure_future(self._beat())
+
+    async def _beat(self) -> None:
+        """Every RELAY_BEAT: tell the holder this browser is there, and check that the session
+        still lives (its holder may have been killed: then nobody else would say so)."""
+        layer = self.consumer.channel_layer
+        ended_seen = False
+        while True:
+            await asyncio.sleep(resume.RELAY_BEAT)
+            beat = layer.group_send(self.group, resume.relay_beat(self.attach))
+            await live.attempt("relaying a beat", beat)
+            try:
+                state = await database_sync_to_async(resume.session_state)(self.session_id)
+            except DatabaseError:
+                continue
+            # An end comes from the holder (its exit or error frame, then the close); only if
+            # that is lost, or the holder is, does the relay say so itself.
+            if state == "lost" or (state == "ended" and ended_seen):
+                self.consumer.relay = None
+                message = HOLDER_LOST if state == "lost" else resume.GONE
+                await self.consumer.send(text_data=resume.not_resumable_message(message))
+                await self.consumer.close(code=int(CloseCode.NOT_FOUND))
+                return
+            ended_seen = state == "ended"
 
     def answered(self) -> None:
         self._answered.set()
@@ -432,8 +470,9 @@ class Relay:
 
     def gone(self) -> None:
         """The browser left: the holder detaches the session (its grace starts)."""
-        if self._waiting is not None:
-            self._waiting.cancel()
+        for task in (self._waiting, self._beating):
+            if task is not None:
+                task.cancel()
         layer = self.consumer.channel_layer
         gone = layer.group_send(self.group, resume.relay_gone(self.attach))
         live.background(live.attempt("relaying a leaving", gone))

@@ -70,9 +70,7 @@ def test_a_dropped_connection_reconnects_by_itself_and_keeps_everything(
     page.wait_for_function("terminalApp.state === 'connected' && terminalApp.resumes === 1")
     assert page.evaluate("terminalApp.session") == session
     assert state_text(page).startswith("reconnected")
-    page.wait_for_function(
-        f"({ALL_LINES})().some((line) => line === 'held-42')", timeout=10_000
-    )
+    page.wait_for_function(f"({ALL_LINES})().some((line) => line === 'held-42')", timeout=10_000)
     screenshot(page, "resume-reconnected.png")
     # Scrollback kept, output while away and the held line each exactly once.
     assert count_lines(page, "before-42") == 1

@@ -41,6 +41,9 @@ logger = logging.getLogger(__name__)
 TOKEN_BYTES = 24  # 192 bits
 MAX_TOKEN_LENGTH = 100
 READ_CHUNK = 64 * 1024  # output bytes per message when replaying from the store
+# A relaying process says it is there every RELAY_BEAT seconds; the holder takes one silent
+# for RELAY_LEASE seconds as gone (killed with its browser attached).
+RELAY_BEAT, RELAY_LEASE = 10.0, 30.0
 ROWS_PER_READ = 200
 
 NOT_RESUMABLE = "not_resumable"
@@ -155,6 +158,14 @@ def claim(
     return True
 
 
+def session_state(session_id: uuid.UUID) -> str:
+    """"live", "ended", or "lost" (not ended, but its server is lost, or no such session)."""
+    row = Session.objects.select_related("server").filter(pk=session_id).first()
+    if row is not None and row.ended_at is not None:
+        return "ended"
+    return "live" if row is not None and row.is_live else "lost"
+
+
 class StoredOutput:
     """A session's committed output from byte ``position`` on, read from its frames.
 
@@ -222,9 +233,20 @@ class RemoteBrowser:
     Text frames and "delivered up to byte N" notices go to the relaying consumer's channel in
     order, from a task of their own so that the session never waits on the layer; notices in a
     row are merged (the relay reads everything up to the last from the store).
+
+    The relay says it is there at least every :data:`RELAY_BEAT` seconds (a frame, or a beat);
+    one silent for ``lease`` seconds (its process was killed, the layer lost) is taken as gone:
+    ``on_silent`` is called once, and the session detaches (its grace starts).
     """
 
-    def __init__(self, layer: Any, reply_to: str, attach: str) -> None:
+    def __init__(
+        self,
+        layer: Any,
+        reply_to: str,
+        attach: str,
+        on_silent: Callable[[], None] = lambda: None,
+        lease: float = RELAY_LEASE,
+    ) -> None:
         self.layer = layer
         self.reply_to = reply_to
         self.attach = attach
@@ -232,6 +254,20 @@ class RemoteBrowser:
         self._outbox: deque[dict[str, Any]] = deque()
         self._queued = asyncio.Event()
         self._task = asyncio.ensure_future(self._run())
+        self._lease = lease
+        self._on_silent = on_silent
+        self._silence: asyncio.TimerHandle | None = None
+        self.heard()
+
+    def heard(self) -> None:
+        """The relay said something: it is there for another lease."""
+        if self._silence is not None:
+            self._silence.cancel()
+        self._silence = asyncio.get_running_loop().call_later(self._lease, self._silent)
+
+    def _silent(self) -> None:
+        self._silence = None
+        self._on_silent()
 
     async def send_text(self, text: str) -> None:
         self._put({"type": RELAY_TEXT, "text": text})
@@ -250,6 +286,9 @@ class RemoteBrowser:
 
     def stop(self) -> None:
         """Send what is queued, then stop (the session has another browser, or ended)."""
+        if self._silence is not None:
+            self._silence.cancel()
+            self._silence = None
         self._put({"type": None})
 
     def _put_output(self) -> None:
@@ -289,6 +328,7 @@ class Mailbox:
         self.dispatch = dispatch
         self._task: asyncio.Task[None] | None = None
         self.channel = ""
+        self.joined = asyncio.Event()  # set once it is in the group (tests wait for it)
 
     def start(self) -> None:
         if self.layer is not None and self._task is None:
@@ -302,6 +342,7 @@ class Mailbox:
         )
         groups.on_repaired = receive.wake
         await groups.join(self.group)
+        self.joined.set()
         try:
             while True:
                 message = await receive()
@@ -364,6 +405,11 @@ def relay_frame(attach: str, text: str | None, data: bytes | None) -> dict[str, 
 def relay_gone(attach: str) -> dict[str, Any]:
     """The relayed browser left."""
     return {"type": RELAY, "attach": attach, "gone": True}
+
+
+def relay_beat(attach: str) -> dict[str, Any]:
+    """The relayed browser is still there (it may just be reading)."""
+    return {"type": RELAY, "attach": attach, "beat": True}
 
 
 def attach_request(reply_to: str, attach: str, offset: int, ready: str) -> dict[str, Any]:
