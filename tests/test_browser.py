@@ -436,3 +436,18 @@ def test_a_server_restart_ends_the_session_and_offers_a_new_one(page: Page, kube
     record = Session.objects.get(pk=session)
     assert record.end_reason == Session.EndReason.SERVER_STOPPED
     assert record.ended_at is not None
+
+
+def test_the_header_names_the_container_and_switches_to_another(page: Page, daphne) -> None:
+    log_in_with_cookie(page, daphne.url, "cleo")
+    page.goto(f"{daphne.url}/terminals/kubesim/default/multi/")  # no container asked for
+    first = wait_connected(page)
+    expect(page.locator("#terminal-container")).to_have_text("app")  # what the server chose
+    switch = page.locator("#terminal-container-switch")
+    expect(switch).to_be_visible()
+    assert switch.locator("option").all_inner_texts() == ["app", "sidecar"]
+    switch.select_option("sidecar")
+    expect(page).to_have_url(re.compile(r"/terminals/kubesim/default/multi/\?container=sidecar$"))
+    assert wait_connected(page, first) != first
+    expect(page.locator("#terminal-container")).to_have_text("sidecar")
+    assert page.evaluate("terminalApp.container") == "sidecar"
