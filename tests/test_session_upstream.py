@@ -59,6 +59,10 @@ class FakeUpstream:
         self.log.append("get pod")
         return self.pod
 
+    async def pod_or_none(self) -> dict[str, Any] | None:
+        self.log.append("look at pod")
+        return None if self.pod is None else self.pod
+
     async def open(self, container: str, command: list[str]) -> FakeStream:
         self.log.append(f"exec {' '.join(command)} in {container}")
         return FakeStream()
@@ -121,15 +125,26 @@ async def test_a_default_container_the_user_may_not_open_is_forbidden_and_writte
     assert upstream.log == ["connect", "get pod"]  # no exec opened
 
 
-async def test_an_explicit_container_skips_the_pod_lookup_and_the_second_check():
+async def test_an_explicit_container_needs_no_pod_lookup_nor_a_second_check():
     upstream, gate = FakeUpstream(), Gate()  # admission asked already, for this container
     target = ExecTarget("kubesim", "default", "web-0", "istio-proxy")
 
     launched = await shell(upstream, gate, target).launch(no_size)
 
     assert launched.container == "istio-proxy"
-    assert upstream.log == ["connect", "exec /bin/bash in istio-proxy"]
+    # The pod is looked at only for the page's list of containers; its refusal ends nothing.
+    assert upstream.log == ["connect", "look at pod", "exec /bin/bash in istio-proxy"]
     assert gate.asked == []
+    assert launched.containers == [c["name"] for c in RUNNING_POD["spec"]["containers"]]
+
+
+async def test_without_the_pod_object_the_shell_still_starts_with_no_container_list():
+    upstream, gate = FakeUpstream(), Gate()
+    upstream.pod = None  # the cluster's RBAC allows exec but not get
+    launched = await shell(upstream, gate, ExecTarget("kubesim", "default", "web-0", "app")).launch(
+        no_size
+    )
+    assert launched.containers == []
 
 
 async def test_closing_the_shell_hangs_up_the_upstream():

@@ -136,9 +136,12 @@ class PodShell:
     async def launch(self, size: Callable[[], tuple[int, int] | None]) -> Launched:
         """Connect, pick and check the container, and start the shell."""
         await self.upstream.connect()
-        pod = await self.upstream.get_pod()
         container = self.target.container
-        if not container:
+        if container:
+            # Only for the page's container list: the exec itself says if the pod is there.
+            pod = await self.upstream.pod_or_none() or {}
+        else:
+            pod = await self.upstream.get_pod()
             container = default_container(pod, self.target.pod)
             # Rules may grant some containers only: ask again now that the name is known.
             resolved = dataclasses.replace(self.target, container=container)

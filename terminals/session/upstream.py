@@ -75,6 +75,17 @@ class Upstream:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise EndSession(CloseCode.UPSTREAM_FAILED, UNREACHABLE) from exc
 
+    async def pod_or_none(self) -> dict[str, Any] | None:
+        """The pod's object if the cluster gives it, else None: for what is only nice to have
+        (the page's list of containers), so a refusal here is no denial and ends nothing."""
+        http, connection = self._ready()
+        path = f"/api/v1/namespaces/{self.target.namespace}/pods/{self.target.pod}"
+        try:
+            return await get_json(http, connection, path, self.headers, self.connect_timeout)
+        except (KubernetesError, aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            logger.debug("No pod object for %s: %r", self.target, exc)
+            return None
+
     async def open(self, container: str, command: list[str]) -> ExecStream:
         """Open the exec of ``command`` in ``container``."""
         http, connection = self._ready()
