@@ -8,13 +8,14 @@ the players made since the page loaded once each is in place.
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
 from playwright.sync_api import Page, expect
 
 from tests import test_browser
-from tests.test_browser import ARTIFACTS, log_in_with_cookie, run, wait_connected
+from tests.test_browser import ARTIFACTS, ROOT, log_in_with_cookie, run, wait_connected
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 page = test_browser.page  # the fixture: pytest-playwright's page, failing on page errors
@@ -114,6 +115,9 @@ def test_a_new_speed_goes_on_playing_from_the_same_moment_and_the_command_is_mar
     assert not scrolls_sideways(page)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "replay-speed.png")
+    if os.environ.get("WEBSHELL_SCREENSHOT") == "1":  # the README's picture
+        (ROOT / "docs" / "screenshots").mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=ROOT / "docs" / "screenshots" / "replay.png")
 
 
 def test_a_new_idle_cap_keeps_a_paused_player_on_the_same_frame(page: Page, daphne) -> None:
