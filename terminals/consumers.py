@@ -13,6 +13,7 @@ in the pod.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from typing import Any
@@ -104,8 +105,14 @@ class TerminalConsumer(live.ResilientConsumer):
             await self.relay.forward(text_data, bytes_data)
             return
         session = self.session
-        if session is None:
-            return
+        if session is None or session.browser is not self:
+            return  # not started, or another socket resumed the session: this one is closing
+        await self._frame(session, text_data, bytes_data)
+
+    async def _frame(
+        self, session: TerminalSession, text_data: str | None, bytes_data: bytes | None
+    ) -> None:
+        """Decode one browser frame (of this socket, or relayed) and hand it to the session."""
         try:
             message = protocol.decode_client_frame(
                 text_data, bytes_data, get_config()["MAX_FRAME_SIZE"]
@@ -121,17 +128,29 @@ class TerminalConsumer(live.ResilientConsumer):
 
     async def disconnect(self, code: int) -> None:
         self.socket_closed.set()
-        await self.leave_groups()
         if self.relay is not None:
             self.relay.gone()
         session = self.session
-        if session is None:
+        if session is not None and (
+            session.detach(self)
+            # A relay took the session over while this socket was open: nobody else here
+            # listens to the session's group, so this consumer goes on doing so.
+            or (session.browser is not None and not isinstance(session.browser, TerminalConsumer))
+        ):
+            # The page may come back: until then, a mailbox reads this consumer's channel
+            # (still in the session's group, so no message is missed meanwhile) and hands
+            # the messages to its handlers, once the consumer itself has stopped reading.
+            self.on_stopped = functools.partial(
+                resume.open_mailbox,
+                session.id,
+                self.channel_layer,
+                getattr(self, "channel_name", ""),
+                self.layer_groups,
+                self.dispatch,
+            )
             return
-        if session.detach(self):
-            # The page may come back: until then, this consumer's handlers serve the
-            # session's layer messages through a mailbox (this consumer is about to end).
-            resume.open_mailbox(session.id, self.channel_layer, self.dispatch)
-        elif session.browser is self:
+        await self.leave_groups()
+        if session is not None and session.browser is self:
             await session.end(browser_closed(code))
 
     async def cancelled(self) -> None:
@@ -297,9 +316,9 @@ class TerminalConsumer(live.ResilientConsumer):
         """A watcher asks for the current screen (``terminal.snapshot``). The screen model is
         fed on demand first: the answer goes in the background, so this socket's frames do
         not wait for it."""
-        if self.session is not None:
-            self.session.watched(*self._watcher(event))
-            live.background(self._answer_snapshot(self.session, event["reply_to"]))
+        if (session := self._serves()) is not None:
+            session.watched(*self._watcher(event))
+            live.background(self._answer_snapshot(session, event["reply_to"]))
 
     async def terminal_watching(self, event: dict[str, Any]) -> None:
         """A watcher is still there (``terminal.watching``): keep its notices coming."""
@@ -316,9 +335,18 @@ class TerminalConsumer(live.ResilientConsumer):
         """Who the watcher is, if the browser is to be shown (``SHOW_WATCHERS``)."""
         return live.watcher_of(event) if get_config()["SHOW_WATCHERS"] else ("", "")
 
+    def _serves(self) -> TerminalSession | None:
+        """The session, if this consumer answers its layer messages: it is its browser, or no
+        socket of this process is (detached, or relayed: then this one's mailbox answers)."""
+        session = self.session
+        if session is None:
+            return None
+        browser = session.browser
+        return session if browser is self or not isinstance(browser, TerminalConsumer) else None
+
     async def terminal_attach(self, event: dict[str, Any]) -> None:
         """Another process relays a browser that resumes this session (``terminal.attach``)."""
-        session = self.session
+        session = self._serves()
         if session is None:
             return
 
@@ -349,7 +377,7 @@ class TerminalConsumer(live.ResilientConsumer):
             return
         if event.get("beat"):
             return
-        await self.receive(event.get("text"), event.get("bytes"))
+        await self._frame(session, event.get("text"), event.get("bytes"))
 
     # Messages to a relaying consumer, from the process that holds its session.
 
@@ -382,7 +410,7 @@ class TerminalConsumer(live.ResilientConsumer):
             await self.session.end(Ending(CloseCode.INTERNAL_ERROR, ENDED_ELSEWHERE, "server_lost"))
 
     async def _refuse(self, ending: Ending) -> None:
-        await self.send(text_data=protocol.error_message(ending.code, ending.message))
+        await self.send(text_data=protocol.error_message(ending.code, ending.message, ending.word))
         await self.close(code=int(ending.code))
 
     async def _fail(self) -> None:

@@ -197,3 +197,25 @@ async def test_a_resume_on_another_daphne_relays_to_the_one_holding_the_exec(kub
         assert record.exit_code == 4
         resumes = [r async for r in Resume.objects.filter(session_id=ready["session"])]
         assert len(resumes) == 1 and resumes[0].server_id != record.server_id
+
+
+@pytest.mark.skipif(
+    not os.environ.get("REDIS_URL"),
+    reason="needs Redis (REDIS_URL): two Daphne processes share a channel layer only through it",
+)
+async def test_a_relay_takes_over_a_socket_still_open_on_the_holder(kubesim, sam):
+    with resuming_daphne(kubesim) as holder, resuming_daphne(kubesim) as other:
+        async with terminal(holder, WEB, sam) as first:
+            ready = await first.until_message("ready")
+            await run_line(first, say("ONE"), "ONE")
+            path = resume_path(WEB, ready["resume"], len(first.output))
+            async with terminal(other, path, sam, size=None) as relayed:
+                await relayed.until_message("ready")
+                assert await first.until_closed() == 4411
+                # The holder's consumer of the first socket is gone: the session's mailbox
+                # takes the relayed frames from now on.
+                await run_line(relayed, say("TWO"), "TWO")
+                await relayed.type("exit 5\r")
+                assert await relayed.until_closed() == 1000
+        record = await ended_record(ready["session"])
+        assert record.exit_code == 5

@@ -166,13 +166,44 @@ async def test_a_stopped_relay_port_is_never_taken_as_silent():
 # The mailbox: a detached session's messages reach the handlers of its old consumer.
 
 
-async def test_a_mailbox_hands_the_sessions_group_messages_to_dispatch():
+async def test_a_mailbox_reads_what_reached_the_channel_before_and_after_it_started():
     layer = InMemoryChannelLayer()
+    group = live.terminal_group("0b6f5a4e-0000-4000-8000-000000000001")
+    channel = await layer.new_channel()  # the consumer's, in the session's group
+    groups = live.Groups(layer, channel)
+    await groups.join(group)
+    # Sent while the consumer has stopped reading and before the mailbox reads: kept.
+    await layer.group_send(group, live.terminate_message(1, "before"))
     got: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    session_id = "0b6f5a4e-0000-4000-8000-000000000001"
-    mailbox = resume.Mailbox(layer, live.terminal_group(session_id), got.put)
+    mailbox = resume.Mailbox(layer, channel, groups, got.put)
     mailbox.start()
-    await asyncio.wait_for(mailbox.joined.wait(), 5)
-    await layer.group_send(live.terminal_group(session_id), live.terminate_message(1, "alice"))
-    assert (await asyncio.wait_for(got.get(), 5))["type"] == live.TERMINATE
+    await layer.group_send(group, live.terminate_message(2, "after"))
+    names = [(await asyncio.wait_for(got.get(), 5))["username"] for _ in range(2)]
+    assert names == ["before", "after"]
     mailbox.stop()
+    # Stopped, it leaves the groups (in the background).
+    await asyncio.wait_for(asyncio.gather(*live._BACKGROUND), 5)
+    assert not layer.groups.get(group)
+
+
+# The consumer of a socket that another one took the session from ignores what it still sends.
+
+
+async def test_a_replaced_socket_can_no_longer_type():
+    from terminals.consumers import TerminalConsumer
+
+    handled: list[Any] = []
+
+    class Session:
+        browser: Any = None
+
+        async def handle(self, message: Any) -> None:
+            handled.append(message)
+
+    consumer = TerminalConsumer()
+    session = consumer.session = Session()  # type: ignore[assignment]
+    session.browser = consumer
+    await consumer.receive(bytes_data=b"mine\r")
+    session.browser = object()  # resumed by another socket
+    await consumer.receive(bytes_data=b"late\r")
+    assert [m.data for m in handled] == [b"mine\r"]

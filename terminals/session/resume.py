@@ -317,46 +317,46 @@ class RemoteBrowser:
 
 class Mailbox:
     """The channel-layer presence of a session no consumer serves (its socket went away, or
-    another process relays it): joins the session's group and hands each message to
-    ``dispatch`` (the handlers of the consumer that served it)."""
+    another process relays it): it reads the channel of the consumer that served it, which
+    stays in the session's group (so nothing sent meanwhile is missed), and hands each message
+    to ``dispatch`` (that consumer's handlers). Stopped, it leaves the groups."""
 
     def __init__(
-        self, layer: Any, group: str, dispatch: Callable[[dict[str, Any]], Awaitable[None]]
+        self,
+        layer: Any,
+        channel: str,
+        groups: live.Groups,
+        dispatch: Callable[[dict[str, Any]], Awaitable[None]],
     ) -> None:
         self.layer = layer
-        self.group = group
+        self.channel = channel
+        self.groups = groups
         self.dispatch = dispatch
         self._task: asyncio.Task[None] | None = None
-        self.channel = ""
-        self.joined = asyncio.Event()  # set once it is in the group (tests wait for it)
 
     def start(self) -> None:
-        if self.layer is not None and self._task is None:
+        if self._task is None:
             self._task = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
-        self.channel = await self.layer.new_channel()
-        groups = live.Groups(self.layer, self.channel)
         receive = live.ResilientReceiver(
-            lambda: self.layer.receive(self.channel), groups.rejoin, on_failed=groups.repair
+            lambda: self.layer.receive(self.channel),
+            self.groups.rejoin,
+            on_failed=self.groups.repair,
         )
-        groups.on_repaired = receive.wake
-        await groups.join(self.group)
-        self.joined.set()
-        try:
-            while True:
-                message = await receive()
-                try:
-                    await self.dispatch(message)
-                except Exception:
-                    logger.exception("A held session's %s message failed", message.get("type"))
-        finally:
-            live.background(groups.leave_all())
+        self.groups.on_repaired = receive.wake
+        while True:
+            message = await receive()
+            try:
+                await self.dispatch(message)
+            except Exception:
+                logger.exception("A held session's %s message failed", message.get("type"))
 
     def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             self._task = None
+            live.background(self.groups.leave_all())
 
 
 # The sessions this process holds the exec of, for resumes that reach it, and the mailboxes
@@ -376,13 +376,18 @@ def release(session_id: uuid.UUID) -> None:
 
 
 def open_mailbox(
-    session_id: uuid.UUID, layer: Any, dispatch: Callable[[dict[str, Any]], Awaitable[None]]
+    session_id: uuid.UUID,
+    layer: Any,
+    channel: str,
+    groups: live.Groups | None,
+    dispatch: Callable[[dict[str, Any]], Awaitable[None]],
 ) -> None:
-    """Serve the held session's layer messages with ``dispatch`` until a consumer does."""
-    if layer is None or session_id not in _HELD:
+    """Serve the held session's layer messages, read from ``channel`` (in ``groups``), with
+    ``dispatch`` until a consumer does; without a layer there are none."""
+    if layer is None or groups is None or session_id not in _HELD:
         return
     close_mailbox(session_id)
-    mailbox = _MAILBOXES[session_id] = Mailbox(layer, live.terminal_group(session_id), dispatch)
+    mailbox = _MAILBOXES[session_id] = Mailbox(layer, channel, groups, dispatch)
     mailbox.start()
 
 
