@@ -5,15 +5,23 @@ first on ``KUBESIM_PORT`` with its kubeconfig in ``.kubesim/kubeconfig`` as alwa
 on free ports with theirs in ``.kubesim/kubesim-N/``. The web shell gets one kubeconfig with a
 context per kubesim, ``kubesim``, ``kubesim-2``, …, each as its service identity (``webshell``),
 in ``.kubesim/webshell.kubeconfig``; every context of it is a cluster of the portal.
+
+``WEBSHELL_DEMO_OIDC=1`` also starts the tests' OpenID Provider (node's oidc-provider,
+tests/oidc/provider.mjs) on ``OIDC_PORT`` (9000) with the users of :data:`DEMO_USERS`, and
+points the web shell at it, so the login page offers "Sign in with Demo IdP". Access rules for
+the groups ``oidc:ops`` and ``oidc:dev`` are the administrator's to write in the admin.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -32,6 +40,52 @@ CLUSTER_VARIABLES = (
     "WEBSHELL_CLUSTER_NAME",
     "KUBE_CONTEXT",
 )
+
+
+# The demo provider's directory: the groups become Django groups oidc:ops, oidc:dev.
+DEMO_USERS = {
+    "olga": {"password": "olga-pw", "name": "Olga Ops", "groups": ["ops"], "amr": ["pwd"]},
+    "diego": {
+        "password": "diego-pw",
+        "name": "Diego Dev",
+        "groups": ["dev"],
+        "amr": ["pwd", "otp"],
+    },
+}
+DEMO_CLIENT_SECRET = "demo-only-oidc-client-secret"
+
+
+def start_oidc_provider(port: str, web_port: str) -> tuple[subprocess.Popen[str], str]:
+    """The demo's OpenID Provider; returns it and its issuer (empty if it did not start)."""
+    if shutil.which("node") is None or not (ROOT / "node_modules" / "oidc-provider").is_dir():
+        print("WEBSHELL_DEMO_OIDC=1 needs node and `npm ci` (oidc-provider).", file=sys.stderr)
+        raise SystemExit(1)
+    users = STATE / "oidc-users.json"
+    users.write_text(json.dumps(DEMO_USERS, indent=2), encoding="utf-8")
+    process = subprocess.Popen(
+        ["node", str(ROOT / "tests" / "oidc" / "provider.mjs")],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "OIDC_PORT": port,
+            "OIDC_USERS_FILE": str(users),
+            "OIDC_CLIENT_ID": "webshell",
+            "OIDC_CLIENT_SECRET": DEMO_CLIENT_SECRET,
+            "OIDC_REDIRECT_URIS": f"http://127.0.0.1:{web_port}/oidc/callback/",
+            "OIDC_POST_LOGOUT_REDIRECT_URIS": f"http://127.0.0.1:{web_port}/accounts/login/",
+        },
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:  # its warnings first, then "oidc-provider: serving <issuer>"
+        if line.startswith("oidc-provider: serving"):
+            # Keep reading, so that its later messages never fill the pipe and stop it.
+            threading.Thread(target=shutil.copyfileobj, args=(process.stdout, sys.stderr),
+                             daemon=True).start()  # fmt: skip
+            return process, line.split()[-1]
+        print(line, end="", file=sys.stderr)
+    return process, ""
 
 
 def stop(signum: int, frame: object) -> None:
@@ -111,6 +165,27 @@ def main() -> int:
         environment = {**os.environ, "KUBECONFIG": str(WEB_SHELL_KUBECONFIG)}
         for variable in CLUSTER_VARIABLES:
             environment.pop(variable, None)  # they would choose clusters other than these
+        sign_on = ""
+        if os.environ.get("WEBSHELL_DEMO_OIDC") == "1":
+            provider, issuer = start_oidc_provider(os.environ.get("OIDC_PORT", "9000"), port)
+            processes.append(provider)
+            if not issuer:
+                print("The OpenID Provider did not start; see above.", file=sys.stderr)
+                return 1
+            environment.update(
+                WEBSHELL_OIDC_ISSUER=issuer,
+                WEBSHELL_OIDC_CLIENT_ID="webshell",
+                WEBSHELL_OIDC_CLIENT_SECRET=DEMO_CLIENT_SECRET,
+                WEBSHELL_OIDC_PROVIDER_NAME="Demo IdP",
+            )
+            people = ", ".join(
+                f"{name} / {user['password']} (group {user['groups'][0]})"
+                for name, user in DEMO_USERS.items()
+            )
+            sign_on = (
+                f"  OpenID Provider at {issuer}: sign in as {people}.\n"
+                "  Grant the groups oidc:ops and oidc:dev access rules in the admin.\n"
+            )
         daphne = subprocess.Popen(
             [
                 # Daphne with a deadline for each request (see terminals/serve.py).
@@ -130,7 +205,8 @@ def main() -> int:
         print(
             "\n" + "\n".join(banner) + "\n"
             f"  Try: kubectl --kubeconfig {first} get pods -A\n"
-            f"\n  Log in at http://127.0.0.1:{port}/ as 'admin'. Ctrl-C stops them all.\n",
+            f"\n  Log in at http://127.0.0.1:{port}/ as 'admin'. Ctrl-C stops them all.\n"
+            + sign_on,
             flush=True,
         )
         return daphne.wait()

@@ -7,6 +7,7 @@ pytest_plugins = [
     "tests.fixtures.daphne",
     "tests.fixtures.browser",
     "tests.fixtures.redis_server",
+    "tests.fixtures.oidc_provider",
 ]
 
 
