@@ -71,7 +71,7 @@ class AccessRuleAdmin(CompactList, admin.ModelAdmin):  # type: ignore[type-arg]
     search_fields = ["name", "reason", "pods", "namespaces", "users__username", "groups__name"]
     filter_horizontal = ["users", "groups"]
     fieldsets = [
-        (None, {"fields": ["name", "reason", "expires_at"]}),
+        (None, {"fields": ["name", "reason", "expires_at", "fresh_auth_minutes"]}),
         (_("Who"), {"fields": ["users", "groups"]}),
         (
             _("Where (glob patterns, one per line or comma-separated)"),

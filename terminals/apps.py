@@ -17,9 +17,11 @@ class TerminalsConfig(AppConfig):
         from . import (
             checks,  # noqa: F401  (registers the checks)
             conf,
+            mfa,
         )
 
         conf.connect_signals()
+        mfa.connect_signals()  # the time of each login, for step-up
         # Daphne imports its server (installing the asyncio reactor) before the application,
         # so this is true in a Daphne process: heartbeats start with the reactor, not at the
         # first terminal. Elsewhere (tests, management commands, other ASGI servers) nothing

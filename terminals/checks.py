@@ -31,7 +31,7 @@ POSITIVE_INTEGERS = (
     "DRAIN_TIMEOUT",
     "REVOCATION_INTERVAL",
 )
-BOOLEANS = ("REPLAY_OWN_SESSIONS", "SHOW_WATCHERS")
+BOOLEANS = ("REPLAY_OWN_SESSIONS", "SHOW_WATCHERS", "REQUIRE_MFA")
 
 
 @register(Tags.compatibility)
@@ -92,6 +92,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         )
     messages += _check_impersonation(merged)
     messages += _check_booleans(merged)
+    messages += _check_mfa(merged)
     return messages
 
 
@@ -105,6 +106,38 @@ def _check_booleans(config: dict[str, Any]) -> list[CheckMessage]:
         for key in BOOLEANS
         if not isinstance(config[key], bool)
     ]
+
+
+# What REQUIRE_MFA needs in INSTALLED_APPS (terminals.mfa reads their devices).
+OTP_APPS = ("django_otp", "django_otp.plugins.otp_totp", "django_otp.plugins.otp_static")
+
+
+def _check_mfa(config: dict[str, Any]) -> list[CheckMessage]:
+    from django.apps import apps
+
+    messages: list[CheckMessage] = []
+    amr = config["MFA_AMR"]
+    if not isinstance(amr, (list, tuple)) or not all(isinstance(value, str) for value in amr):
+        messages.append(
+            Error(
+                f"TERMINALS['MFA_AMR'] must be a list of 'amr' values, not {amr!r}.",
+                hint=f"The default is {DEFAULTS['MFA_AMR']!r}; [] counts no OIDC login.",
+                id="terminals.E017",
+            )
+        )
+    missing = [app for app in OTP_APPS if not apps.is_installed(app)]
+    if config["REQUIRE_MFA"] is True and missing:
+        messages.append(
+            Error(
+                "TERMINALS['REQUIRE_MFA'] is on but INSTALLED_APPS lacks "
+                f"{', '.join(missing)}: nobody could enrol or verify a second factor.",
+                hint="Add django_otp, django_otp.plugins.otp_totp and "
+                "django_otp.plugins.otp_static to INSTALLED_APPS, and "
+                "django_otp.middleware.OTPMiddleware after AuthenticationMiddleware.",
+                id="terminals.E018",
+            )
+        )
+    return messages
 
 
 def _check_impersonation(config: dict[str, Any]) -> list[CheckMessage]:

@@ -55,6 +55,12 @@ DEFAULTS: dict[str, Any] = {
     # The person at a terminal sees who is watching it ("watched by alice"; the browser gets a
     # {"type": "watchers"} frame whenever that changes). Off: watchers are not shown.
     "SHOW_WATCHERS": True,
+    # A terminal opens only in a login session verified by a second factor: a TOTP device of
+    # django-otp (a user without one is sent to enrol), a recovery code, or an OIDC login whose
+    # "amr" claim names one of MFA_AMR (terminals.mfa). Off: access rules' step-up still applies.
+    "REQUIRE_MFA": False,
+    # Values of the OIDC ID token's "amr" claim (RFC 8176) that count as a second factor.
+    "MFA_AMR": ["mfa", "otp", "hwk", "swk", "sms", "fpt", "face"],
 }
 
 

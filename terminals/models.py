@@ -60,6 +60,19 @@ class AccessRule(models.Model):
     reason = models.CharField(
         _("reason or ticket"), max_length=200, blank=True, help_text=_("E.g. OPS-1234.")
     )
+    # Step-up, as sudo's timestamp: terminals.mfa asks for the password or a code again when
+    # the login session's last authentication is older than this.
+    fresh_auth_minutes = models.PositiveIntegerField(
+        _("fresh authentication (minutes)"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text=_(
+            "Before a shell opens on these targets, the user must have authenticated (password "
+            "or second factor) within this many minutes, or is asked to again. Empty: no step-up."
+            " Where several rules grant a target, the least demanding applies."
+        ),
+    )
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
 
     class Meta:

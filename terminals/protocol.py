@@ -180,6 +180,6 @@ def exit_message(code: int | None, message: str = "") -> str:
     return json.dumps(payload)
 
 
-def error_message(code: CloseCode, message: str) -> str:
-    """The message sent right before closing with ``code``."""
-    return json.dumps({"type": "error", "code": ERROR_WORDS[code], "message": message})
+def error_message(code: CloseCode, message: str, word: str = "") -> str:
+    """The message sent right before closing with ``code`` (``word``: other than its own)."""
+    return json.dumps({"type": "error", "code": word or ERROR_WORDS[code], "message": message})

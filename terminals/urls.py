@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import preferences, views
+from . import mfa, preferences, views
 
 app_name = "terminals"
 
@@ -24,6 +24,13 @@ urlpatterns = [
         name="my-session-end",
     ),
     path("terminals/workspace/", views.workspace, name="workspace"),
+    # The pages' scripts in the user's language (terminals/static/terminals/js/i18n.js).
+    path("terminals/jsi18n/", views.javascript_catalog, name="javascript-catalog"),
+    # The second factor and step-up (terminals.mfa).
+    path("terminals/mfa/enrol/", mfa.enrol, name="mfa-enrol"),
+    path("terminals/mfa/verify/", mfa.verify, name="mfa-verify"),
+    path("terminals/mfa/recovery/", mfa.recovery, name="mfa-recovery"),
+    path("terminals/reauth/", mfa.reauth, name="reauth"),
     # After the session pages, which it would otherwise shadow.
     path("terminals/<str:cluster>/<str:namespace>/<str:pod>/", views.terminal, name="terminal"),
 ]

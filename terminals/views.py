@@ -28,9 +28,13 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import localize
 from django.utils.timesince import timesince
-from django.views.decorators.http import require_POST
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
+from django.views.decorators.cache import cache_control
+from django.views.decorators.http import last_modified, require_POST
+from django.views.i18n import JavaScriptCatalog
 
-from . import live
+from . import live, mfa
 from .audit import cast, store
 from .clients import client_address
 from .conf import get_config
@@ -44,7 +48,8 @@ from .records import record_denial
 
 logger = logging.getLogger(__name__)
 
-LIVE_UNAVAILABLE = (
+# Marked for translation, kept in English: shown through gettext() at each use.
+LIVE_UNAVAILABLE = gettext_noop(
     "The session could not be reached: live control is unavailable because the server's "
     "channel layer (Redis) does not answer. The session goes on; try again in a moment."
 )
@@ -175,7 +180,7 @@ def terminal(request: HttpRequest, cluster: str, namespace: str, pod: str) -> Ht
     try:
         get_cluster(cluster)
     except UnknownCluster:
-        raise Http404("No such cluster.") from None
+        raise Http404(_("No such cluster.")) from None
     target = ExecTarget(
         cluster, namespace, pod, request.GET.get("container", ""), request.GET.get("command", "")
     )
@@ -183,16 +188,20 @@ def terminal(request: HttpRequest, cluster: str, namespace: str, pod: str) -> Ht
     if invalid:
         raise Http404(invalid)
     if not may_exec(request.user, target):
-        message = f"You may not open a terminal on {target}."
+        # The record keeps the English text; the page says it in the user's language.
         record_denial(
             request.user,
             target,
             "forbidden",
-            message,
+            f"You may not open a terminal on {target}.",
             client_address(request),
             request.headers.get("User-Agent", ""),
         )
-        raise PermissionDenied(message)
+        raise PermissionDenied(_("You may not open a terminal on %(target)s.") % {"target": target})
+    # A second factor or a fresher authentication first (admission refuses the socket without).
+    need = mfa.requirement(request.session, request.user, target)
+    if need is not None:
+        return redirect(need.url(request.get_full_path()))
     # The WebSocket lives at the root whatever prefix the pages have (see routing.py).
     socket_path = f"/ws/terminals/{cluster}/{namespace}/{pod}/"
     return render(
@@ -290,13 +299,13 @@ def my_session_end(request: HttpRequest, session_id: uuid.UUID) -> HttpResponse:
     terminal closes with 4409 and the record names the user as who ended it."""
     session = _own(Session.objects.filter(pk=session_id), request.user).first()
     if session is None:
-        raise PermissionDenied("You may end only your own sessions.")
+        raise PermissionDenied(_("You may end only your own sessions."))
     if not Session.objects.live().filter(pk=session.pk).exists():
         messages.info(
             request,
-            "That session had already ended."
+            _("That session had already ended.")
             if session.ended_at is not None
-            else "That session's server was lost; the reaper records its end.",
+            else _("That session's server was lost; the reaper records its end."),
         )
     elif async_to_sync(live.attempt)(
         "ending a session",
@@ -305,9 +314,9 @@ def my_session_end(request: HttpRequest, session_id: uuid.UUID) -> HttpResponse:
             live.terminate_message(request.user.pk, request.user.get_username()),
         ),
     ):
-        messages.success(request, f"Asked your session on {session.pod} to end.")
+        messages.success(request, _("Asked your session on %(pod)s to end.") % {"pod": session.pod})
     else:
-        messages.error(request, LIVE_UNAVAILABLE)
+        messages.error(request, _(LIVE_UNAVAILABLE))
     return redirect("terminals:my-sessions")
 
 
@@ -318,7 +327,7 @@ def _session_or_404(session_id: uuid.UUID) -> Session:
     try:
         return Session.objects.get(pk=session_id)
     except Session.DoesNotExist:
-        raise Http404("No such session.") from None
+        raise Http404(_("No such session.")) from None
 
 
 def may_replay_own_sessions(user: Any) -> bool:
@@ -340,8 +349,8 @@ def _replayable_session(request: HttpRequest, session_id: uuid.UUID) -> Session:
         session = _own(Session.objects.filter(pk=session_id), user).first()
         if session is not None:
             return session
-        raise PermissionDenied("You may replay only your own sessions.")
-    raise PermissionDenied("Replaying sessions needs the permission to view terminal sessions.")
+        raise PermissionDenied(_("You may replay only your own sessions."))
+    raise PermissionDenied(_("Replaying sessions needs the permission to view terminal sessions."))
 
 
 def session_cast(request: HttpRequest, session_id: uuid.UUID) -> StreamingHttpResponse:
@@ -400,17 +409,16 @@ def session_end(request: HttpRequest, session_id: uuid.UUID) -> HttpResponse:
     if not session.is_live:
         level, status = messages.INFO, 409
         text = (
-            "That session's server was lost; the reaper records its end."
+            _("That session's server was lost; the reaper records its end.")
             if session.ended_at is None
-            else "That session had already ended."
+            else _("That session had already ended.")
         )
     elif not reason:
-        text = "Say why you end the session: the reason is required, and its user is shown it."
+        text = _("Say why you end the session: the reason is required, and its user is shown it.")
     elif len(reason) > live.MAX_END_REASON:
-        text = (
-            f"The reason is too long: {len(reason)} characters, at most "
-            f"{live.MAX_END_REASON}. The session goes on."
-        )
+        text = _(
+            "The reason is too long: %(length)d characters, at most %(limit)d. The session goes on."
+        ) % {"length": len(reason), "limit": live.MAX_END_REASON}
     elif async_to_sync(live.attempt)(
         "ending a session",
         get_channel_layer().group_send(
@@ -419,10 +427,19 @@ def session_end(request: HttpRequest, session_id: uuid.UUID) -> HttpResponse:
         ),
     ):
         level, status = messages.SUCCESS, 200
-        text = f"Asked the session of {session.username} to end."
+        text = _("Asked the session of %(user)s to end.") % {"user": session.username}
     else:
-        status, text = 503, LIVE_UNAVAILABLE
+        status, text = 503, _(LIVE_UNAVAILABLE)
     if request.headers.get("Accept", "").startswith("application/json"):
         return JsonResponse({"ok": status == 200, "message": text}, status=status)
     messages.add_message(request, level, text)
     return redirect("terminals:session-watch", session_id=session.pk)
+
+
+# The app's strings for its scripts (the djangojs catalogue) in the request's language, for
+# terminals/static/terminals/js/i18n.js. It changes only with a deployment: browsers ask again
+# each time (no-cache) and get a 304 until the server restarts.
+_CATALOG_SINCE = timezone.now()
+javascript_catalog = cache_control(no_cache=True)(
+    last_modified(lambda request: _CATALOG_SINCE)(JavaScriptCatalog.as_view(packages=["terminals"]))
+)

@@ -13,6 +13,11 @@ from pathlib import Path
 import dj_database_url
 
 from webshell import csp
+from webshell.oidc_settings import (
+    authentication_backends,
+    content_security_policy,
+    oidc_settings,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -29,6 +34,10 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "axes",
+    # The second factor (TOTP, recovery codes): TERMINALS["REQUIRE_MFA"].
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "terminals",
 ]
 MIDDLEWARE = [
@@ -36,9 +45,11 @@ MIDDLEWARE = [
     "webshell.middleware.ContentSecurityPolicyMiddleware",  # SECURE_CSP
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",  # as webshell/settings.py
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",  # request.user.is_verified()
     "django.contrib.messages.middleware.MessageMiddleware",
     "axes.middleware.AxesMiddleware",
 ]
@@ -131,6 +142,11 @@ WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
 USE_TZ = True
 TIME_ZONE = "UTC"
+# As webshell/settings.py: English, or Simplified Chinese for a browser that asks for it.
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+USE_I18N = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AXES_FAILURE_LIMIT = 5
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
@@ -154,3 +170,10 @@ SECURE_CSP_VIEWS = csp.VIEW_POLICIES
 # tests/test_security_headers.py does. The test process itself always has it.
 if os.environ.get("WEBSHELL_TEST_DB_NAME") and os.environ.get("WEBSHELL_TEST_CSP") != "1":
     SECURE_CSP = {}
+
+# Single sign-on as webshell/settings.py has it, from the same variables: a Daphne of the tests
+# gets them from tests/fixtures/oidc_provider.py (nothing set: off, as for every other test).
+_OIDC = oidc_settings(os.environ)
+globals().update(_OIDC)
+AUTHENTICATION_BACKENDS = authentication_backends(AUTHENTICATION_BACKENDS, _OIDC)
+SECURE_CSP = content_security_policy(SECURE_CSP, _OIDC)

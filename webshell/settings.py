@@ -16,6 +16,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from . import csp
+from .oidc_settings import authentication_backends, content_security_policy, oidc_settings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -59,6 +60,10 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "axes",
+    # The second factor (TOTP, recovery codes): TERMINALS["REQUIRE_MFA"].
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "terminals",
     "webshell",  # the demo_admin management command
 ]
@@ -76,9 +81,12 @@ MIDDLEWARE = [
     "webshell.middleware.ContentSecurityPolicyMiddleware",  # SECURE_CSP
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # After the session, before CommonMiddleware: the page's language from the browser's.
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",  # request.user.is_verified()
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks: it turns a lockout into the lockout page.
@@ -242,7 +250,19 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
 
-LANGUAGE_CODE = "en-us"
+# Single sign-on (OpenID Connect), off unless WEBSHELL_OIDC_ISSUER is set: the WEBSHELL_OIDC_*
+# variables and WEBSHELL_LOCAL_LOGIN (webshell/oidc_settings.py, the README's "Single sign-on").
+# The names are mozilla-django-oidc's settings and the web shell's own.
+_OIDC = oidc_settings(os.environ)
+globals().update(_OIDC)
+AUTHENTICATION_BACKENDS = authentication_backends(AUTHENTICATION_BACKENDS, _OIDC)
+SECURE_CSP = content_security_policy(SECURE_CSP, _OIDC)
+
+# Pages in the browser's language (Accept-Language) where a catalogue exists, else English.
+# The app's catalogues are in terminals/locale, the project's templates' in locale/.
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = os.environ.get("DJANGO_TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True

@@ -1,8 +1,10 @@
 """Admission: who may open a terminal on what, decided before anything is asked of a cluster.
 
 In order: the names (Kubernetes names, never sent on otherwise), the login, the cluster, the
-permission (``terminals.exec_pod``), the per-user limit (live sessions only). Refusals of a bad
-request, an anonymous user and a forbidden target are written down as ``DeniedAttempt``s.
+permission (``terminals.exec_pod``), what the login session must have proved (a second factor with
+``REQUIRE_MFA``, a recent authentication for an access rule's step-up: ``terminals.mfa``), the
+per-user limit (live sessions only). Refusals of a bad request, an anonymous user, a forbidden
+target and a session short of a proof are written down as ``DeniedAttempt``s.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from django.db import DatabaseError
 
-from .. import protocol, records
+from .. import mfa, protocol, records
 from ..clients import client_address
 from ..impersonation import impersonation_headers
 from ..kube.clusters import UnknownCluster, get_cluster
@@ -96,7 +98,9 @@ class Admission:
             return await self._admit()
         except EndSession as end:
             if end.ending.code in DENIALS:
-                await self.record_denial(self.target, end.ending.code, end.ending.message)
+                await self.record_denial(
+                    self.target, end.ending.code, end.ending.message, end.ending.word
+                )
             raise
 
     async def _admit(self) -> Admitted:
@@ -122,6 +126,11 @@ class Admission:
         impersonation = await self.permitted(self.target)
         if impersonation is None:
             raise EndSession(CloseCode.FORBIDDEN, f"You may not open a terminal on {self.target}.")
+        # The terminal page sends the user to the page that meets the need first; this is for
+        # a socket opened otherwise (another tab, a script, a session that changed meanwhile).
+        need: mfa.Requirement | None = await self._store(self._requirement, self.target)
+        if need is not None:
+            raise EndSession(CloseCode.FORBIDDEN, need.message, need.word)
         try:
             record = await self._store(self._open_record)
         except EndSession:
@@ -141,10 +150,12 @@ class Admission:
         headers: list[tuple[str, str]] | None = await self._store(self._permitted, target)
         return headers
 
-    async def record_denial(self, target: ExecTarget, code: CloseCode, message: str) -> None:
+    async def record_denial(
+        self, target: ExecTarget, code: CloseCode, message: str, word: str = ""
+    ) -> None:
         """Write down a refusal; a store that fails only loses this record, logged."""
         try:
-            await self._store(self._record_denial, target, code, message)
+            await self._store(self._record_denial, target, code, message, word)
         except EndSession:
             logger.error("Could not record a denied attempt on %s: %s", target, message)
 
@@ -164,6 +175,12 @@ class Admission:
         if not may_exec(user, target):
             return None
         return impersonation_headers(user)  # reads the user's groups: here, once
+
+    def _requirement(self, target: ExecTarget) -> mfa.Requirement | None:
+        # Channels' SessionMiddleware gives the login session (loaded already, to find the
+        # user); a scope without one has proved nothing.
+        session = self.scope.get("session")
+        return mfa.requirement({} if session is None else session, self.scope["user"], target)
 
     def _give_up(self) -> None:
         """Admission failed while opening the record: end the record if it was saved anyway."""
@@ -198,11 +215,13 @@ class Admission:
         records.close_session(record.pk, Session.EndReason.AUDIT_UNAVAILABLE, None, STORE_DOWN)
         return None
 
-    def _record_denial(self, target: ExecTarget, code: CloseCode, message: str) -> None:
+    def _record_denial(
+        self, target: ExecTarget, code: CloseCode, message: str, word: str = ""
+    ) -> None:
         records.record_denial(
             self.scope.get("user"),
             target,
-            protocol.ERROR_WORDS[code],
+            word or protocol.ERROR_WORDS[code],
             message,
             client_address(self.scope),
             user_agent(self.scope),

@@ -43,11 +43,14 @@ class Ending:
     ended_by: tuple[int | None, str] | None = None
     # False when the browser is gone already (nothing to tell it).
     tell_browser: bool = True
+    # The error message's code word where it is not the close code's own: a 4403 may be
+    # "forbidden", "mfa_required" or "step_up_required".
+    word: str = ""
 
     @classmethod
-    def of(cls, code: CloseCode, message: str) -> Ending:
+    def of(cls, code: CloseCode, message: str, word: str = "") -> Ending:
         """The ending for a close code, with the record's reason that goes with it."""
-        return cls(code, message, REASONS.get(code, EndReason.SERVER_ERROR))
+        return cls(code, message, REASONS.get(code, EndReason.SERVER_ERROR), word=word)
 
 
 def exited(exit_code: int) -> Ending:
@@ -100,6 +103,6 @@ def ended_by_auditor(user_id: int | None, username: str, reason: str = "") -> En
 class EndSession(Exception):
     """Raised inside a session's parts to end it; carries the :class:`Ending`."""
 
-    def __init__(self, code: CloseCode, message: str) -> None:
+    def __init__(self, code: CloseCode, message: str, word: str = "") -> None:
         super().__init__(message)
-        self.ending = Ending.of(code, message)
+        self.ending = Ending.of(code, message, word)
