@@ -119,6 +119,13 @@ def workspace(request: HttpRequest) -> HttpResponse:
     The tree is the portal's listing; the tabs are the browser's (workspace.js), each a
     session of its own on the same WebSocket as the terminal page.
     """
+    if get_config()["REQUIRE_MFA"] and not mfa.session_verified(request.session, request.user):
+        # As the terminal page: every tab would be refused (mfa_required) until then. A
+        # step-up belongs to a target, so a tab that needs one says so (step_up_required).
+        need = mfa.Requirement(
+            mfa.Need.VERIFY if mfa.has_totp_device(request.user) else mfa.Need.ENROL
+        )
+        return redirect(need.url(request.get_full_path()))
     return render(
         request,
         "terminals/workspace.html",

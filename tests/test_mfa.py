@@ -101,6 +101,14 @@ def test_a_user_without_a_device_is_sent_to_enrol_and_back(mfa_on, browser):
     )
 
 
+def test_the_workspace_sends_the_user_to_enrol_or_verify_too(mfa_on, browser, alice):
+    assert location(browser.get("/terminals/workspace/")) == (
+        "/terminals/mfa/enrol/?next=" + quote("/terminals/workspace/", safe="")
+    )
+    totp_device(alice)
+    assert location(browser.get("/terminals/workspace/")).startswith("/terminals/mfa/verify/")
+
+
 def test_enrolment_shows_a_qr_code_and_the_secret_and_confirms_with_a_first_code(
     mfa_on, browser, alice
 ):

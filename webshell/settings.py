@@ -93,6 +93,9 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",
 ]
 
+# How authenticator apps name this site's entry (terminals' second factor, django-otp).
+OTP_TOTP_ISSUER = os.environ.get("WEBSHELL_OTP_ISSUER", "webshell")
+
 ROOT_URLCONF = "webshell.urls"
 ASGI_APPLICATION = "webshell.asgi.application"
 
