@@ -184,7 +184,7 @@ def main() -> int:
             )
             sign_on = (
                 f"  OpenID Provider at {issuer}: sign in as {people}.\n"
-                "  Grant the groups oidc:ops and oidc:dev access rules in the admin.\n"
+                "  The groups oidc:ops (every pod) and oidc:dev (namespace dev) have demo rules.\n"
             )
         daphne = subprocess.Popen(
             [

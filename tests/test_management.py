@@ -1,5 +1,7 @@
 """Management commands of the terminals app."""
 
+import io
+
 import pytest
 from django.contrib.auth.models import Group
 from django.core.management import call_command
@@ -50,3 +52,20 @@ def test_close_stale_seals_the_sessions_it_ends(capsys):
 def test_verify_refuses_a_checkpoint_that_is_not_one():
     with pytest.raises(CommandError, match="is not a checkpoint: give NUMBER:LINK as logged"):
         call_command("audit", "verify", "--checkpoint", "57")
+
+
+def test_the_demo_with_single_sign_on_gets_rules_for_the_providers_groups(monkeypatch):
+    from terminals.models import AccessRule
+    from terminals.permissions import ExecTarget
+
+    monkeypatch.setenv("WEBSHELL_DEMO_OIDC", "1")
+    monkeypatch.setenv("WEBSHELL_ADMIN_PASSWORD", "demo-pw")
+    from webshell.management.commands.demo_admin import Command  # the project's, not the app's
+
+    call_command(Command(), stdout=io.StringIO())
+    call_command(Command(), stdout=io.StringIO())  # once only
+    assert AccessRule.objects.filter(name__startswith="demo: oidc:").count() == 2
+    dev = make_user("diego")
+    dev.groups.add(Group.objects.get(name="oidc:dev"))
+    assert dev.has_perm("terminals.exec_pod", ExecTarget("kubesim", "dev", "api", "main"))
+    assert not dev.has_perm("terminals.exec_pod", ExecTarget("kubesim", "prod", "db", "main"))

@@ -1,4 +1,5 @@
-"""Create the demo superuser ``admin`` for ``make run``, once."""
+"""Create the demo superuser ``admin`` for ``make run``, once; with ``WEBSHELL_DEMO_OIDC=1``
+also the access rules of the demo identity provider's groups (scripts/run_demo.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if os.environ.get("WEBSHELL_DEMO_OIDC") == "1":
+            self._sso_rules()
         User = get_user_model()
         wanted = os.environ.get("WEBSHELL_ADMIN_PASSWORD", "")
         user = User.objects.filter(username="admin").first()
@@ -37,3 +40,20 @@ class Command(BaseCommand):
                 self.style.WARNING(f"Demo admin 'admin' created with password: {password}")
                 + "\n(shown once; set WEBSHELL_ADMIN_PASSWORD to choose it)"
             )
+
+    def _sso_rules(self) -> None:
+        """The demo provider's groups, as single sign-on maps them (prefix "oidc:"): ops may
+        open every pod, dev those of the namespace dev. Made once; edited in the admin."""
+        from django.contrib.auth.models import Group
+
+        from terminals.models import AccessRule
+
+        for group_name, namespaces in (("oidc:ops", "*"), ("oidc:dev", "dev")):
+            group, _ = Group.objects.get_or_create(name=group_name)
+            rule, created = AccessRule.objects.get_or_create(
+                name=f"demo: {group_name}",
+                defaults={"namespaces": namespaces, "reason": "the demo identity provider"},
+            )
+            rule.groups.add(group)
+            if created:
+                self.stdout.write(f"Demo rule for {group_name}: namespaces {namespaces}.")
