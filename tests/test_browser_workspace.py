@@ -9,6 +9,7 @@ Each tab is its own session on its own xterm.js; the tests read every tab's scre
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -344,3 +345,34 @@ def test_readme_screenshot(page: Page, daphne: Any) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENSHOTS / "workspace.png")
     page.on("dialog", lambda dialog: dialog.accept())  # leaving at the end of the test
+
+
+def test_a_tab_refused_for_a_stale_authentication_offers_to_confirm_it(
+    page: Page, daphne: Any
+) -> None:
+    from django.contrib.sessions.backends.db import SessionStore
+
+    from terminals import mfa
+    from tests.fixtures.users import grant, make_user, session_cookie
+
+    user = make_user("stella")
+    grant(user, name="prod, fresh", namespaces="prod", fresh_auth_minutes=10)
+    cookie = session_cookie(user)
+    stale = SessionStore(session_key=cookie)
+    stale[mfa.AUTH_AT] = time.time() - 11 * 60  # the login was 11 minutes ago
+    stale.save()
+    page.context.add_cookies([{"name": "sessionid", "value": cookie, "url": daphne.url}])
+    page.goto(daphne.url + WORKSPACE)
+    page.wait_for_function("window.workspaceApp?.ready === true")
+    page.locator(".ws-tree button.ws-pod-name", has_text="db").click()
+    confirm = panel(page, "db/main").locator(".ws-confirm")
+    expect(confirm).to_be_visible()
+    expect(panel(page, "db/main").locator(".ended-reason")).to_contain_text("10 minutes")
+    confirm.click()
+    expect(page).to_have_url(re.compile(r"/terminals/reauth/\?next=%2Fterminals%2Fworkspace%2F$"))
+    page.get_by_label("Password").fill("pw-for-tests")
+    page.get_by_role("button", name=re.compile("Confirm|Continue|Open", re.I)).click()
+    expect(page).to_have_url(re.compile(r"/terminals/workspace/$"))
+    page.wait_for_function("window.workspaceApp?.ready === true")
+    page.locator(".ws-tree button.ws-pod-name", has_text="db").click()
+    wait_tab_connected(page, "db/main")

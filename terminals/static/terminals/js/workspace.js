@@ -163,6 +163,13 @@ class Tab {
     this.setState(resumable ? "disconnected" : exited ? "ended" : "error",
       resumable ? "disconnected" : exited ? "ended" : "closed");
     this.endedReason.textContent = reason;
+    // A target that asks for a fresh authentication (or a second factor): the page that asks
+    // for it, then back here (the tab opens again from the tree).
+    const confirm = this.panel.querySelector(".ws-confirm");
+    const asks = { step_up_required: root.dataset.reauthUrl, mfa_required: root.dataset.verifyUrl };
+    const where = asks[message?.code];
+    confirm.hidden = !where;
+    if (where) confirm.href = `${where}?next=${encodeURIComponent(window.location.pathname)}`;
     this.reconnectButton.hidden = !resumable;
     this.endedBox.hidden = false;
     save(); // an ended tab is not brought back by a reload
