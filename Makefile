@@ -8,7 +8,7 @@ PORT ?= 8000
 KUBESIM_PORT ?= 6443
 VENDOR := terminals/static/terminals/vendor/.built
 
-.PHONY: run scale-demo test install vendor lint typecheck dist bench bench-full clean
+.PHONY: run scale-demo test install vendor lint typecheck dist bench bench-full clean messages
 
 run: install vendor
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(PY) manage.py migrate --no-input
@@ -47,6 +47,20 @@ lint: install
 
 typecheck: install
 	$(PY) -m mypy
+
+# Translations (needs GNU gettext): gather the marked strings into the Simplified Chinese
+# catalogues (the app's in terminals/locale, for its templates, Python and scripts; the
+# project's templates' in locale/), then compile them. Translate what is new in the .po files
+# and run it again: the .mo files are committed, so that a site installing the wheel needs no
+# gettext. tests/test_i18n.py checks that nothing is left out or stale.
+LANGUAGES_MADE ?= zh_Hans
+MESSAGES_ENV := DJANGO_SETTINGS_MODULE=tests.settings PYTHONPATH=$(CURDIR)
+messages: install
+	cd terminals && $(MESSAGES_ENV) ../$(PY) -m django makemessages $(addprefix -l ,$(LANGUAGES_MADE)) --no-obsolete --ignore='static/terminals/vendor/*'
+	cd terminals && $(MESSAGES_ENV) ../$(PY) -m django makemessages -d djangojs $(addprefix -l ,$(LANGUAGES_MADE)) --no-obsolete --ignore='static/terminals/vendor/*'
+	$(MESSAGES_ENV) $(PY) -m django makemessages $(addprefix -l ,$(LANGUAGES_MADE)) --no-obsolete \
+		$(addprefix --ignore=,terminals node_modules kubesim tests bench scripts static staticfiles deploy docs test-artifacts dist build)
+	$(MESSAGES_ENV) $(PY) -m django compilemessages --ignore=.venv --ignore=node_modules
 
 dist: install vendor
 	rm -rf dist

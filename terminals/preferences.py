@@ -15,6 +15,7 @@ import logging
 from typing import Any, TypedDict
 
 from django.http import HttpRequest, JsonResponse
+from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
@@ -50,27 +51,31 @@ def parse_changes(body: bytes) -> dict[str, Any]:
     try:
         changes = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise InvalidPreferences("The body must be a JSON object.") from None
+        raise InvalidPreferences(_("The body must be a JSON object.")) from None
     if not isinstance(changes, dict):
-        raise InvalidPreferences("The body must be a JSON object.")
+        raise InvalidPreferences(_("The body must be a JSON object."))
     unknown = sorted(set(changes) - {"font_size", "theme"})
     if unknown:
         raise InvalidPreferences(
-            f"Unknown setting(s): {', '.join(unknown)}. Known: font_size, theme."
+            _("Unknown setting(s): %(names)s. Known: font_size, theme.")
+            % {"names": ", ".join(unknown)}
         )
     if not changes:
-        raise InvalidPreferences("Nothing to save: send font_size, theme or both.")
+        raise InvalidPreferences(_("Nothing to save: send font_size, theme or both."))
     if "font_size" in changes:
         size = changes["font_size"]
         # bool is an int in Python; true is no font size.
         if not isinstance(size, int) or isinstance(size, bool):
-            raise InvalidPreferences("font_size must be a whole number of pixels.")
+            raise InvalidPreferences(_("font_size must be a whole number of pixels."))
         if not MIN_FONT_SIZE <= size <= MAX_FONT_SIZE:
             raise InvalidPreferences(
-                f"font_size must be between {MIN_FONT_SIZE} and {MAX_FONT_SIZE}, not {size}."
+                _("font_size must be between %(low)d and %(high)d, not %(size)d.")
+                % {"low": MIN_FONT_SIZE, "high": MAX_FONT_SIZE, "size": size}
             )
     if "theme" in changes and changes["theme"] not in THEMES:
-        raise InvalidPreferences(f"theme must be one of {', '.join(THEMES)}.")
+        raise InvalidPreferences(
+            _("theme must be one of %(themes)s.") % {"themes": ", ".join(THEMES)}
+        )
     return changes
 
 
@@ -83,7 +88,7 @@ def _error(message: str, status: int) -> JsonResponse:
 def preferences(request: HttpRequest) -> JsonResponse:
     """The logged-in user's terminal preferences: read (GET) or change (POST)."""
     if not request.user.is_authenticated:
-        return _error("Log in to read or save terminal settings.", 403)
+        return _error(_("Log in to read or save terminal settings."), 403)
     if request.method == "POST":
         try:
             changes = parse_changes(request.body)

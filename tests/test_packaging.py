@@ -18,7 +18,7 @@ VENDOR = ROOT / "terminals" / "static" / "terminals" / "vendor" / "xterm" / "xte
 
 
 @pytest.mark.skipif(not VENDOR.exists(), reason="vendor files are not built: run `npm run build`")
-def test_the_wheel_carries_templates_static_and_migrations(tmp_path):
+def test_the_wheel_carries_templates_static_migrations_and_translations(tmp_path):
     subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path)],
         cwd=ROOT,
@@ -38,6 +38,12 @@ def test_the_wheel_carries_templates_static_and_migrations(tmp_path):
         "terminals/static/terminals/vendor/xterm/xterm.css",
         "terminals/static/terminals/vendor/xterm/addon-fit.mjs",
         "terminals/static/terminals/vendor/asciinema-player/asciinema-player.min.js",
+        # The translations, compiled (committed: a site installing the wheel needs no gettext).
+        "terminals/static/terminals/js/i18n.js",
+        "terminals/locale/zh_Hans/LC_MESSAGES/django.po",
+        "terminals/locale/zh_Hans/LC_MESSAGES/django.mo",
+        "terminals/locale/zh_Hans/LC_MESSAGES/djangojs.po",
+        "terminals/locale/zh_Hans/LC_MESSAGES/djangojs.mo",
     ]:
         assert expected in names
     # The project, the emulator and the tests are not part of the reusable app.

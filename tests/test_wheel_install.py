@@ -127,6 +127,13 @@ client.force_login(user)
 print(client.cookies["sessionid"].value)
 """
 
+# The app's messages in Simplified Chinese, from the catalogue compiled into the wheel.
+TRANSLATED = """\
+from django.utils import translation
+with translation.override("zh-hans"):
+    print(translation.gettext("My sessions"))
+"""
+
 
 def run(command: list[str], cwd: Path, env: dict[str, str], timeout: float = 300) -> str:
     done = subprocess.run(
@@ -185,6 +192,12 @@ def test_the_wheel_alone_passes_check_and_migrates(host_site):
     checked = run([str(python), "manage.py", "check", "--fail-level", "WARNING"], site, env)
     assert "no issues" in checked
     run([str(python), "manage.py", "migrate", "--no-input"], site, env)
+
+
+def test_the_wheel_brings_its_translations(host_site):
+    python, site, env = host_site["python"], host_site["site"], host_site["env"]
+    said = run([str(python), "manage.py", "shell", "-c", TRANSLATED], site, env)
+    assert said.strip().splitlines()[-1] == "我的会话"
 
 
 async def test_a_terminal_opens_on_the_host_site(host_site):

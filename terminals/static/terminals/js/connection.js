@@ -9,6 +9,7 @@
 // tab) gives the callbacks: output(bytes, drawn), ready(message), message(message),
 // state(name, text), ended(reason, {code, message, resumable}).
 import { socketUrl } from "./common.js";
+import { gettext, interpolate } from "./i18n.js";
 
 const STDIN_CHUNK = 16 * 1024; // below the server's frame limit (64 KiB by default)
 const ACK_EVERY = 64 * 1024; // tell the server what we have drawn, so it can send more
@@ -16,23 +17,23 @@ const BACKOFF = [500, 1000, 2000, 4000, 8000]; // ms between reconnect attempts
 const HELD_INPUT = 64 * 1024; // keystrokes held while reconnecting, at most
 
 export const CLOSE_REASONS = {
-  1000: "The session ended.",
-  1006: "The connection was lost.",
-  1011: "The terminal failed because of a server error.",
-  1012: "The server is restarting; open a new session in a moment.",
-  1013: "The server cannot do that right now; try again in a moment.",
-  4400: "The request was not valid.",
-  4401: "You are not logged in.",
-  4403: "You may not open this terminal.",
-  4404: "There is no such pod or container.",
-  4408: "The session was idle too long.",
-  4409: "An auditor ended the session.",
-  4410: "The session reached its maximum duration.",
-  4411: "This terminal was opened again in another window.",
-  4413: "Too much data was sent at once.",
-  4429: "You have too many terminals open.",
-  4502: "The cluster could not run the terminal.",
-  4503: "The audit store is unavailable, so the session was stopped.",
+  1000: gettext("The session ended."),
+  1006: gettext("The connection was lost."),
+  1011: gettext("The terminal failed because of a server error."),
+  1012: gettext("The server is restarting; open a new session in a moment."),
+  1013: gettext("The server cannot do that right now; try again in a moment."),
+  4400: gettext("The request was not valid."),
+  4401: gettext("You are not logged in."),
+  4403: gettext("You may not open this terminal."),
+  4404: gettext("There is no such pod or container."),
+  4408: gettext("The session was idle too long."),
+  4409: gettext("An auditor ended the session."),
+  4410: gettext("The session reached its maximum duration."),
+  4411: gettext("This terminal was opened again in another window."),
+  4413: gettext("Too much data was sent at once."),
+  4429: gettext("You have too many terminals open."),
+  4502: gettext("The cluster could not run the terminal."),
+  4503: gettext("The audit store is unavailable, so the session was stopped."),
 };
 
 export class TerminalConnection {
@@ -103,7 +104,7 @@ export class TerminalConnection {
     if (!this.live || this.socket?.readyState !== WebSocket.OPEN) {
       // Held until the session is back; beyond the bound, typing is dropped (and said so).
       if (this.heldBytes + bytes.length > HELD_INPUT) {
-        this.callbacks.state("reconnecting", "reconnecting… (input beyond 64 KiB is not kept)");
+        this.callbacks.state("reconnecting", gettext("reconnecting… (input beyond 64 KiB is not kept)"));
         return;
       }
       this.held.push(bytes);
@@ -145,7 +146,7 @@ export class TerminalConnection {
       // A new session: the size goes first, as kubectl does, so the shell starts at the right
       // size. A resumed one is sized once it is back (frames before then are not its own).
       if (!token && this.size) this.sendJSON({ type: "resize", ...this.size });
-      if (!token) this.callbacks.state("connecting", "starting…");
+      if (!token) this.callbacks.state("connecting", gettext("starting…"));
     });
 
     socket.addEventListener("message", (event) => {
@@ -208,15 +209,15 @@ export class TerminalConnection {
 
   reconnectLater(code) {
     if (this.attempt >= BACKOFF.length) {
-      this.callbacks.state("disconnected", "disconnected");
-      this.callbacks.ended("The connection was lost and could not be made again.", {
+      this.callbacks.state("disconnected", gettext("disconnected"));
+      this.callbacks.ended(gettext("The connection was lost and could not be made again."), {
         code, resumable: true,
       });
       return;
     }
     const delay = BACKOFF[this.attempt];
     this.attempt += 1;
-    this.callbacks.state("reconnecting", "reconnecting…");
+    this.callbacks.state("reconnecting", gettext("reconnecting…"));
     this.timer = setTimeout(() => {
       const saved = this.load();
       if (saved) this.connect(saved.token);
@@ -226,8 +227,8 @@ export class TerminalConnection {
   end(code, last) {
     this.over = true;
     this.forget();
-    let reason = CLOSE_REASONS[code] || `The connection closed (${code}).`;
-    if (last?.type === "exit") reason = `The process exited with code ${last.code}.`;
+    let reason = CLOSE_REASONS[code] || interpolate(gettext("The connection closed (%(code)s)."), { code });
+    if (last?.type === "exit") reason = interpolate(gettext("The process exited with code %(code)s."), { code: last.code });
     else if (last?.type === "error") reason = last.message;
     this.callbacks.ended(reason, { code, message: last, resumable: false });
   }

@@ -8,6 +8,7 @@
 //
 // Wide recordings are fitted to the box's width down to MIN_FONT_PX; wider ones keep that
 // size and the box scrolls sideways. The command playing is marked (aria-current) in the list.
+import { gettext, interpolate } from "./i18n.js";
 
 const MIN_FONT_PX = 12;
 const PLAYER_FONT_PX = 15; // asciinema-player's own base size (its CSS and its measurements)
@@ -203,5 +204,5 @@ async function start() {
 
 start().catch((error) => {
   status.hidden = false;
-  status.textContent = `The recording could not be loaded (${error.message}).`;
+  status.textContent = interpolate(gettext("The recording could not be loaded (%(error)s)."), { error: error.message });
 });

@@ -2,6 +2,7 @@
 // count says where you are ("3 of 12", "no match"), Enter and Shift+Enter (or the arrows)
 // move to the next and previous match, and Escape gives the keyboard back to the terminal.
 // The search addon reports its results only when ``decorations`` are given.
+import { gettext, interpolate } from "./i18n.js";
 
 // Match colours for each terminal theme (body[data-terminal-theme], set by settings.js).
 const DECORATIONS = {
@@ -33,11 +34,11 @@ export function setUpSearch(term, addon) {
     if (!input.value) {
       count.textContent = "";
     } else if (resultCount === 0) {
-      count.textContent = "no match";
+      count.textContent = gettext("no match");
     } else if (resultIndex < 0) {
-      count.textContent = `${resultCount}+ matches`; // over the addon's limit (1000): not placed
+      count.textContent = interpolate(gettext("%(count)s+ matches"), { count: resultCount }); // over the addon's limit (1000): not placed
     } else {
-      count.textContent = `${resultIndex + 1} of ${resultCount}`;
+      count.textContent = interpolate(gettext("%(index)s of %(count)s"), { index: resultIndex + 1, count: resultCount });
     }
     count.dataset.found = String(resultCount > 0);
   });

@@ -1,6 +1,7 @@
 // Terminal settings kept per user (font size and theme): the options a terminal starts with,
 // and the header's settings panel, which applies a change at once and saves it
 // (terminals/preferences.py holds the bounds and answers at data.url).
+import { gettext, interpolate } from "./i18n.js";
 
 export const MIN_FONT_SIZE = 10;
 export const MAX_FONT_SIZE = 24;
@@ -93,7 +94,7 @@ export function setUpSettings(term, refit, preferences) {
   // A burst of clicks is one request: the last state wins.
   function save() {
     clearTimeout(saveTimer);
-    status.textContent = "Saving…";
+    status.textContent = gettext("Saving…");
     saveTimer = setTimeout(async () => {
       const body = JSON.stringify(current);
       try {
@@ -106,9 +107,10 @@ export function setUpSettings(term, refit, preferences) {
         });
         const answer = await response.json().catch(() => ({}));
         if (body !== JSON.stringify(current)) return; // a newer change is on its way
-        status.textContent = response.ok ? "Saved" : `Not saved: ${answer.error || `HTTP ${response.status}`}`;
+        status.textContent = response.ok ? gettext("Saved")
+          : interpolate(gettext("Not saved: %(error)s"), { error: answer.error || `HTTP ${response.status}` });
       } catch (error) {
-        status.textContent = "Not saved: the server could not be reached.";
+        status.textContent = gettext("Not saved: the server could not be reached.");
       }
     }, 250);
   }

@@ -3,6 +3,7 @@
 // xterm.js decodes UTF-8 across frames.
 import { screenLines, stateSetter } from "./common.js";
 import { TerminalConnection } from "./connection.js";
+import { gettext, interpolate } from "./i18n.js";
 import { showWatchers } from "./watchers.js";
 import { setUpSearch } from "./search.js";
 import { readPreferences, setUpSettings } from "./settings.js";
@@ -41,20 +42,20 @@ const connection = new TerminalConnection(element.dataset.socketPath, {
       app.resumes = connection.resumes;
       // The first 8 characters name it well enough on a full header; the tooltip has it all.
       sessionLabel.textContent = message.session.slice(0, 8);
-      sessionLabel.title = `session ${message.session}`;
+      sessionLabel.title = interpolate(gettext("session %(id)s"), { id: message.session });
       showContainer(message);
       endedBox.hidden = true;
       // The label stays short (the header is full at 1280 px); the command is its tooltip.
       stateLabel.title = `${message.container}: ${message.command.join(" ")}`;
       if (resumed) {
         // "reconnected" stays a moment, then the usual label.
-        setState("connected", "reconnected");
+        setState("connected", gettext("reconnected"));
         clearTimeout(shownReconnected);
         shownReconnected = setTimeout(() => {
-          if (app.state === "connected") stateLabel.textContent = "connected";
+          if (app.state === "connected") stateLabel.textContent = gettext("connected");
         }, 3000);
       } else {
-        setState("connected", "connected");
+        setState("connected", gettext("connected"));
       }
       term.focus();
     },
@@ -68,7 +69,7 @@ const connection = new TerminalConnection(element.dataset.socketPath, {
       app.reason = reason;
       if (message?.type === "exit") app.exitCode = message.code;
       setState(resumable ? "disconnected" : message?.type === "exit" ? "ended" : "error",
-        resumable ? "disconnected" : message?.type === "exit" ? "ended" : "closed");
+        resumable ? gettext("disconnected") : message?.type === "exit" ? gettext("ended") : gettext("closed"));
       endedReason.textContent = reason;
       reconnectButton.hidden = !resumable;
       endedBox.hidden = false;

@@ -1,6 +1,7 @@
 // The watch page: a read-only xterm.js fed with the session's current screen, then its
 // output as it is committed. Nothing typed here reaches the session.
 import { screenLines, socketUrl, stateSetter } from "./common.js";
+import { gettext, interpolate } from "./i18n.js";
 import { fetchPreferences } from "./settings.js";
 import { createTerminalView } from "./view.js";
 
@@ -33,28 +34,30 @@ socket.addEventListener("message", (event) => {
   last = message;
   if (message.type === "snapshot") {
     if (message.cols && message.rows) term.resize(message.cols, message.rows);
-    setState("connected", "live");
+    setState("connected", gettext("live"));
   } else if (message.type === "resize") {
     term.resize(message.cols, message.rows);
   } else if (message.type === "ended") {
-    const exit = message.exit_code === null ? "" : `, exit code ${message.exit_code}`;
     // An auditor's end: what its user was told, reason included.
     app.reason = message.ended_by
-      ? message.message || `${message.ended_by} ended the session.`
-      : `The session ended (${message.reason}${exit}).`;
+      ? message.message || interpolate(gettext("%(user)s ended the session."), { user: message.ended_by })
+      : message.exit_code === null
+        ? interpolate(gettext("The session ended (%(reason)s)."), { reason: message.reason })
+        : interpolate(gettext("The session ended (%(reason)s, exit code %(code)s)."),
+          { reason: message.reason, code: message.exit_code });
   } else if (message.type === "error") {
     app.reason = message.message;
   }
 });
 
 socket.addEventListener("close", (event) => {
-  setState(last?.type === "ended" ? "ended" : "error", last?.type === "ended" ? "ended" : "closed");
-  document.getElementById("watch-ended-reason").textContent = app.reason || `The connection closed (${event.code}).`;
+  setState(last?.type === "ended" ? "ended" : "error", last?.type === "ended" ? gettext("ended") : gettext("closed"));
+  document.getElementById("watch-ended-reason").textContent = app.reason || interpolate(gettext("The connection closed (%(code)s)."), { code: event.code });
   document.getElementById("watch-ended").hidden = false;
   const end = document.getElementById("end-session");
   if (end) {
     end.disabled = true; // nothing left to end
-    end.textContent = "End session";
+    end.textContent = gettext("End session");
   }
   document.getElementById("end-dialog")?.close();
 });
@@ -85,24 +88,24 @@ if (endButton && dialog) {
     event.preventDefault();
     if (!reason.value.trim()) {
       // "required" lets a reason of only spaces through; the server would refuse it too.
-      showError("Say why you end the session: the reason is required.");
+      showError(gettext("Say why you end the session: the reason is required."));
       reason.focus();
       return;
     }
     confirm.disabled = true;
-    confirm.textContent = "Ending…";
+    confirm.textContent = gettext("Ending…");
     let result;
     try {
       const response = await fetch(form.action, {
         method: "POST", body: new FormData(form), credentials: "same-origin",
         headers: { Accept: "application/json" },
       });
-      result = await response.json().catch(() => ({ ok: false, message: `Could not end the session (HTTP ${response.status}).` }));
+      result = await response.json().catch(() => ({ ok: false, message: interpolate(gettext("Could not end the session (HTTP %(status)s)."), { status: response.status }) }));
     } catch {
-      result = { ok: false, message: "The server could not be reached; the session goes on." };
+      result = { ok: false, message: gettext("The server could not be reached; the session goes on.") };
     }
     confirm.disabled = false;
-    confirm.textContent = "End";
+    confirm.textContent = gettext("End");
     if (!result.ok) {
       showError(result.message);
       return;
@@ -110,7 +113,7 @@ if (endButton && dialog) {
     dialog.close();
     app.endRequested = true;
     endButton.disabled = true;
-    endButton.textContent = "Ending…";
+    endButton.textContent = gettext("Ending…");
   });
   countChars();
 }

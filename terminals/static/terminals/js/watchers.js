@@ -1,6 +1,7 @@
 // "watched by alice, bob": the person at a terminal sees who is watching it. The server sends
 // {"type":"watchers","watchers":["alice","bob"]} whenever that changes (TERMINALS["SHOW_WATCHERS"]);
 // an empty list hides the badge.
+import { gettext, interpolate } from "./i18n.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 
@@ -39,9 +40,10 @@ export function showWatchers(header, names) {
     badge.replaceChildren(eye(), text);
   }
   const list = Array.isArray(names) ? names.map(String) : [];
-  const text = list.length ? `watched by ${list.join(", ")}` : "";
+  const text = list.length ? interpolate(gettext("watched by %(names)s"), { names: list.join(", ") }) : "";
   badge.querySelector(".watchers-text").textContent = text;
-  badge.title = list.length ? `Your screen is being watched by ${list.join(", ")}.` : "";
+  badge.title = list.length
+    ? interpolate(gettext("Your screen is being watched by %(names)s."), { names: list.join(", ") }) : "";
   badge.dataset.count = String(list.length);
   badge.hidden = list.length === 0;
   return badge;
