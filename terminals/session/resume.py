@@ -159,7 +159,7 @@ def claim(
 
 
 def session_state(session_id: uuid.UUID) -> str:
-    """"live", "ended", or "lost" (not ended, but its server is lost, or no such session)."""
+    """ "live", "ended", or "lost" (not ended, but its server is lost, or no such session)."""
     row = Session.objects.select_related("server").filter(pk=session_id).first()
     if row is not None and row.ended_at is not None:
         return "ended"
