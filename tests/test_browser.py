@@ -42,6 +42,14 @@ ALL_LINES = """() => {
 @pytest.fixture
 def page(page: Page, daphne) -> Iterator[Page]:
     """pytest-playwright's page, failing the test on page errors and failed requests."""
+    problems = track_problems(page)
+    yield page
+    assert problems == []
+
+
+def track_problems(page: Page) -> list[str]:
+    """The page errors and failed requests of ``page``, as they come (the browser tests of
+    every page fail on them)."""
     problems: list[str] = []
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
     page.on(
@@ -52,8 +60,7 @@ def page(page: Page, daphne) -> Iterator[Page]:
             else None
         ),
     )
-    yield page
-    assert problems == []
+    return problems
 
 
 def staff_user(username: str) -> Any:

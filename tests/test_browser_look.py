@@ -27,7 +27,14 @@ from terminals.models import (
     TerminalPreference,
 )
 from tests.fixtures.users import make_user, session_cookie
-from tests.test_browser import ARTIFACTS, log_in_with_cookie, run, staff_user, wait_connected
+from tests.test_browser import (
+    ARTIFACTS,
+    log_in_with_cookie,
+    run,
+    staff_user,
+    track_problems,
+    wait_connected,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -40,21 +47,6 @@ def page(page: Page, daphne: Any) -> Iterator[Page]:
     problems = track_problems(page)
     yield page
     assert problems == []
-
-
-def track_problems(page: Page) -> list[str]:
-    """The page errors and failed requests of ``page``, as they come."""
-    problems: list[str] = []
-    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    page.on(
-        "response",
-        lambda response: (
-            problems.append(f"HTTP {response.status}: {response.url}")
-            if response.status >= 400 and not response.url.endswith("/favicon.ico")
-            else None
-        ),
-    )
-    return problems
 
 
 @pytest.fixture

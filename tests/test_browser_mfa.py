@@ -20,7 +20,7 @@ from playwright.sync_api import Page, expect
 
 from tests.fixtures.daphne import daphne_environment, run_daphne
 from tests.fixtures.users import make_user
-from tests.test_browser import ARTIFACTS, PASSWORD, run, wait_connected
+from tests.test_browser import ARTIFACTS, PASSWORD, run, track_problems, wait_connected
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -37,16 +37,7 @@ def mfa_daphne(kubesim: Any) -> Iterator[Any]:
 @pytest.fixture
 def page(page: Page, mfa_daphne: Any) -> Iterator[Page]:
     """pytest-playwright's page, failing the test on page errors and failed requests."""
-    problems: list[str] = []
-    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    page.on(
-        "response",
-        lambda response: (
-            problems.append(f"HTTP {response.status}: {response.url}")
-            if response.status >= 400 and not response.url.endswith("/favicon.ico")
-            else None
-        ),
-    )
+    problems = track_problems(page)
     yield page
     assert problems == []
 

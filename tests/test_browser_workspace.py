@@ -18,7 +18,7 @@ import pytest
 from playwright.sync_api import Dialog, Locator, Page, expect
 
 from terminals.models import Session
-from tests.test_browser import ARTIFACTS, ROOT, log_in_with_cookie
+from tests.test_browser import ARTIFACTS, ROOT, log_in_with_cookie, track_problems
 from tests.test_resume import resuming_daphne
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -40,16 +40,7 @@ TAB_LINES = """(name) => {
 @pytest.fixture
 def page(page: Page) -> Iterator[Page]:
     """pytest-playwright's page, failing the test on page errors and failed requests."""
-    problems: list[str] = []
-    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    page.on(
-        "response",
-        lambda response: (
-            problems.append(f"HTTP {response.status}: {response.url}")
-            if response.status >= 400 and not response.url.endswith("/favicon.ico")
-            else None
-        ),
-    )
+    problems = track_problems(page)
     yield page
     assert problems == []
 
