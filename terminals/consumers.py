@@ -13,7 +13,6 @@ in the pod.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import uuid
 from typing import Any
@@ -51,6 +50,7 @@ ENDED_ELSEWHERE = (
 # Seconds a relaying process waits for the holder of a session to answer its attach.
 RELAY_WAIT = 5.0
 HOLDER_SILENT = "The server that holds this terminal did not answer; it cannot be resumed."
+CLOSED_ON_PURPOSE = 1000  # the page's close code for "end the session now"
 HOLDER_LOST = "The server that held this terminal was lost; the session has ended."
 RELAY_UNAVAILABLE = (
     "Another server process holds this terminal and cannot be reached now (the channel layer "
@@ -98,7 +98,8 @@ class TerminalConsumer(live.ResilientConsumer):
         )
         servers.track(session.id, self._ended_elsewhere, self.server_stopping)
         session.start()
-        self.join_soon(live.terminal_group(session.id))
+        # The session's own reader of its group, whichever socket it has later.
+        resume.open_mailbox(session.id, self.channel_layer, self.dispatch)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.relay is not None:
@@ -130,27 +131,14 @@ class TerminalConsumer(live.ResilientConsumer):
         self.socket_closed.set()
         if self.relay is not None:
             self.relay.gone()
-        session = self.session
-        if session is not None and (
-            session.detach(self)
-            # A relay took the session over while this socket was open: nobody else here
-            # listens to the session's group, so this consumer goes on doing so.
-            or (session.browser is not None and not isinstance(session.browser, TerminalConsumer))
-        ):
-            # The page may come back: until then, a mailbox reads this consumer's channel
-            # (still in the session's group, so no message is missed meanwhile) and hands
-            # the messages to its handlers, once the consumer itself has stopped reading.
-            self.on_stopped = functools.partial(
-                resume.open_mailbox,
-                session.id,
-                self.channel_layer,
-                getattr(self, "channel_name", ""),
-                self.layer_groups,
-                self.dispatch,
-            )
-            return
         await self.leave_groups()
-        if session is not None and session.browser is self:
+        session = self.session
+        if session is None or session.browser is not self:
+            return  # not started, or another socket has the session now
+        # A close with 1000 is the page's on purpose (a tab closed in the workspace, another
+        # container): the session ends now. Anything else (1006: the network; 1001: a reload
+        # or a closed tab) detaches it, to be resumed within the grace.
+        if code == CLOSED_ON_PURPOSE or not session.detach(self):
             await session.end(browser_closed(code))
 
     async def cancelled(self) -> None:
@@ -237,9 +225,7 @@ class TerminalConsumer(live.ResilientConsumer):
             self.session = None
             await self._not_resumable(admission, str(refusal))
             return
-        resume.close_mailbox(held.id)
         servers.track(held.id, self._ended_elsewhere, self.server_stopping)
-        self.join_soon(live.terminal_group(held.id))
 
     async def _find_resumable(
         self, admission: Admission, request: resume.ResumeRequest
@@ -316,7 +302,7 @@ class TerminalConsumer(live.ResilientConsumer):
         """A watcher asks for the current screen (``terminal.snapshot``). The screen model is
         fed on demand first: the answer goes in the background, so this socket's frames do
         not wait for it."""
-        if (session := self._serves()) is not None:
+        if (session := self.session) is not None:
             session.watched(*self._watcher(event))
             live.background(self._answer_snapshot(session, event["reply_to"]))
 
@@ -335,18 +321,9 @@ class TerminalConsumer(live.ResilientConsumer):
         """Who the watcher is, if the browser is to be shown (``SHOW_WATCHERS``)."""
         return live.watcher_of(event) if get_config()["SHOW_WATCHERS"] else ("", "")
 
-    def _serves(self) -> TerminalSession | None:
-        """The session, if this consumer answers its layer messages: it is its browser, or no
-        socket of this process is (detached, or relayed: then this one's mailbox answers)."""
-        session = self.session
-        if session is None:
-            return None
-        browser = session.browser
-        return session if browser is self or not isinstance(browser, TerminalConsumer) else None
-
     async def terminal_attach(self, event: dict[str, Any]) -> None:
         """Another process relays a browser that resumes this session (``terminal.attach``)."""
-        session = self._serves()
+        session = self.session
         if session is None:
             return
 

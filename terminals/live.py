@@ -340,9 +340,6 @@ class ResilientConsumer(AsyncWebsocketConsumer):
     """
 
     layer_groups: Groups | None = None
-    # Run once the consumer has stopped reading its channel (after its disconnect): a
-    # consumer hands its channel and groups on to a detached session's mailbox this way.
-    on_stopped: Callable[[], None] | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         self.scope = scope
@@ -362,8 +359,7 @@ class ResilientConsumer(AsyncWebsocketConsumer):
         try:
             await await_many_dispatch(sources, self.dispatch)
         except StopConsumer:
-            if self.on_stopped is not None:
-                self.on_stopped()
+            pass
         except asyncio.CancelledError:
             await self.cancelled()
             raise

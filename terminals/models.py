@@ -266,6 +266,11 @@ class Session(models.Model):
     # Resuming (terminals.session.resume): the SHA-256 of the current resume token (the token
     # itself is only ever in the browser), and since when no browser is attached.
     resume_digest = models.CharField(_("resume token digest"), max_length=64, blank=True)
+    # The token the latest was issued for: still good until the page uses the latest (its
+    # socket may have dropped before the latest reached it).
+    resume_previous_digest = models.CharField(
+        _("previous resume token digest"), max_length=64, blank=True
+    )
     detached_at = models.DateTimeField(_("detached since"), null=True, blank=True)
 
     objects = SessionQuerySet.as_manager()

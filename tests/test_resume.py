@@ -109,13 +109,26 @@ async def test_a_token_works_once_and_only_for_its_user_and_pod(server, sam):
         async with terminal(server, path, cookie, size=None) as refused:
             assert await refused.until_closed() == 4404
             assert refused.messages[-1]["code"] == "not_resumable"
-    async with terminal(server, resume_path(WEB, token, 0), sam, size=None) as resumed:
-        assert (await resumed.until_message("ready"))["session"] == ready["session"]
-        # The token was replaced: using it again (a second tab, a replay) is refused.
-        async with terminal(server, resume_path(WEB, token, 0), sam, size=None) as again:
-            assert await again.until_closed() == 4404
+    async with terminal(server, resume_path(WEB, token, 0), sam, size=None) as lost:
+        second = (await lost.until_message("ready"))["resume"]
+        assert (lost.messages[-1]["session"], second != token) == (ready["session"], True)
+        # Say that socket dropped before its "ready" arrived: the page still has only the
+        # first token, and it is still good (the new socket takes the session over).
+        retry = await TerminalClient.connect(
+            server.ws_url, resume_path(WEB, token, 0), sam, size=None
+        )
+        third = (await retry.until_message("ready"))["resume"]
+        assert await lost.until_closed() == 4411
+        await retry.drop()  # (a close with 1000 would end the session on purpose)
+        await detached_record(ready["session"])
+        # Once the page has used a newer token, the older ones are refused.
+        async with terminal(server, resume_path(WEB, third, 0), sam, size=None) as current:
+            await current.until_message("ready")
+            for old in (token, second):
+                async with terminal(server, resume_path(WEB, old, 0), sam, size=None) as stale:
+                    assert await stale.until_closed() == 4404
     denials = [d.code async for d in DeniedAttempt.objects.filter(code="not_found")]
-    assert len(denials) == 4
+    assert len(denials) == 5
 
 
 async def test_bad_resume_values_are_refused_with_a_message(server, sam):

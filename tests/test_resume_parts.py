@@ -166,22 +166,19 @@ async def test_a_stopped_relay_port_is_never_taken_as_silent():
 # The mailbox: a detached session's messages reach the handlers of its old consumer.
 
 
-async def test_a_mailbox_reads_what_reached_the_channel_before_and_after_it_started():
+async def test_a_mailbox_hands_the_sessions_group_messages_to_dispatch_until_stopped():
     layer = InMemoryChannelLayer()
     group = live.terminal_group("0b6f5a4e-0000-4000-8000-000000000001")
-    channel = await layer.new_channel()  # the consumer's, in the session's group
-    groups = live.Groups(layer, channel)
-    await groups.join(group)
-    # Sent while the consumer has stopped reading and before the mailbox reads: kept.
-    await layer.group_send(group, live.terminate_message(1, "before"))
     got: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    mailbox = resume.Mailbox(layer, channel, groups, got.put)
+    mailbox = resume.Mailbox(layer, group, got.put)
     mailbox.start()
-    await layer.group_send(group, live.terminate_message(2, "after"))
+    await asyncio.wait_for(mailbox.joined.wait(), 5)
+    for name in ("first", "second"):
+        await layer.group_send(group, live.terminate_message(1, name))
     names = [(await asyncio.wait_for(got.get(), 5))["username"] for _ in range(2)]
-    assert names == ["before", "after"]
+    assert names == ["first", "second"]
     mailbox.stop()
-    # Stopped, it leaves the groups (in the background).
+    # Stopped, it leaves the group (in the background).
     await asyncio.wait_for(asyncio.gather(*live._BACKGROUND), 5)
     assert not layer.groups.get(group)
 

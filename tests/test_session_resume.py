@@ -160,3 +160,51 @@ async def test_an_end_while_detached_is_recorded_and_tells_nobody(parts):
     await session.wait_ended()
     parts.assert_ended_once(EndReason.EXIT)
     assert parts.browser.closed is None
+
+
+async def test_output_during_a_takeover_waits_for_the_new_browser_and_never_spins(parts):
+    # The old socket is still attached (the server has not seen it go) and the pod prints
+    # while the new one resumes: the delivery must wait for the new browser, not spin.
+    session = await parts.started()
+    await output(parts, b"before")
+    await until(lambda: session.sent_bytes == 6)
+
+    class SlowBrowser(FakeBrowser):
+        """Its replay takes a while: the pod's output arrives meanwhile."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.replaying = asyncio.Event()
+            self.go_on = asyncio.Event()
+
+        async def replay(self, start: int, end: int) -> None:
+            self.replaying.set()
+            await self.go_on.wait()
+            await super().replay(start, end)
+
+    new = SlowBrowser()
+    new.stored = b"before"
+    attaching = asyncio.ensure_future(session.attach(new, 0, READY))
+    await new.replaying.wait()
+    committed = len(parts.recorder.frames)
+    parts.stream.events.put_nowait(Output(b"during"))
+    await until(lambda: len(parts.recorder.frames) > committed)  # (a spin would hang here)
+    new.go_on.set()
+    await attaching
+    await until(lambda: bytes(new.output) == b"beforeduring")
+    assert b"during" not in parts.browser.output
+
+
+async def test_a_failed_resume_leaves_the_session_detached_with_its_grace_running():
+    parts = Parts(resume_grace=0.05)
+    session = await parts.started()
+
+    class Broken(FakeBrowser):
+        async def send_text(self, text: str) -> None:
+            raise ConnectionError("the new socket went too")
+
+    with pytest.raises(ConnectionError):
+        await session.attach(Broken(), 0, READY)  # taking over the attached browser
+    assert session.browser is None
+    await session.wait_ended()  # the grace ran out: nobody came
+    parts.assert_ended_once(EndReason.BROWSER_GONE)

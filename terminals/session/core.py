@@ -164,8 +164,6 @@ class TerminalSession:
         self._attached.set()
         self._port = asyncio.Lock()  # one sender at a time: output, or a resume's replay
         self._grace: asyncio.TimerHandle | None = None
-        self.on_detached: Callable[[], None] = lambda: None
-        self.on_attached: Callable[[], None] = lambda: None
 
     # Starting and ending.
 
@@ -229,49 +227,61 @@ class TerminalSession:
         (nothing changes) if it is not the attached browser or the session cannot detach."""
         if self._browser is not browser or not self.detachable:
             return False
-        self._browser = None
-        self._attached.clear()
-        self.window.reset()  # a delivery waiting for the lost browser's acks moves on
-        self._grace = asyncio.get_running_loop().call_later(self.resume_grace, self._grace_over)
-        self._records.detached(True)
+        self._lose_browser()
         logger.info("Terminal session %s is detached", self.id)
-        self.on_detached()
         return True
+
+    def _lose_browser(self) -> None:
+        """No browser is attached from now on: output waits, and the grace runs."""
+        self._browser = None
+        self._attached.clear()  # a delivery waits for the next browser (and never spins)
+        self.window.reset()  # a delivery waiting for the lost browser's acks moves on
+        if self._grace is None:
+            self._grace = asyncio.get_running_loop().call_later(self.resume_grace, self._grace_over)
+        self._records.detached(True)
 
     async def attach(self, browser: Browser, offset: int, ready: str) -> None:
         """Take ``browser`` as the session's browser: send it ``ready``, the output after byte
-        ``offset`` that it has not received, then live output. A browser still attached is
-        told it was taken over and closed. Raises :class:`NotResumable`."""
+        ``offset`` that it has not received, then live output. A browser still attached (a
+        socket the server has not seen go) is told it was taken over and closed at once.
+        Raises :class:`NotResumable`; the session then waits for another browser."""
         from .resume import NotResumable, taken_over_message
 
-        async with self._port:
-            if self.state is not State.RUNNING:
-                raise NotResumable("The session has ended.")
-            if offset > self.sent_bytes:
-                raise NotResumable(
-                    f"The page has {offset} output bytes; the session sent {self.sent_bytes}."
-                )
-            previous, self._browser = self._browser, None
-            if previous is not None:
-                code = int(CloseCode.RESUMED_ELSEWHERE)
-                self._quietly_later(previous, taken_over_message(), code)
-            await browser.send_text(ready)
-            self.window.reset()
-            self.window.sending(self.sent_bytes - offset)
-            await browser.replay(offset, self.sent_bytes)
-            if self.state is not State.RUNNING:
-                raise NotResumable("The session has ended.")
-            self._browser = browser
-            if self._grace is not None:
-                self._grace.cancel()
-                self._grace = None
-            self._records.detached(False)
-            self._attached.set()
-            if "watchers" in self.__dict__:  # made once a watcher came: tell the new page
-                self.watchers.resend()
+        if self.state is not State.RUNNING:
+            raise NotResumable("The session has ended.")
+        previous = self._browser
+        if previous is not None and previous is not browser:
+            # Told before the port is taken: a send to it may be waiting on its dead socket.
+            self._quietly_later(previous, taken_over_message(), int(CloseCode.RESUMED_ELSEWHERE))
+            self._lose_browser()
+        if self._grace is not None:  # it must not run out in the middle of the resume
+            self._grace.cancel()
+            self._grace = None
+        try:
+            async with self._port:
+                if self.state is not State.RUNNING:
+                    raise NotResumable("The session has ended.")
+                if offset > self.sent_bytes:
+                    raise NotResumable(
+                        f"The page has {offset} output bytes; the session sent {self.sent_bytes}."
+                    )
+                await browser.send_text(ready)
+                self.window.reset()
+                self.window.sending(self.sent_bytes - offset)
+                await browser.replay(offset, self.sent_bytes)
+                if self.state is not State.RUNNING:
+                    raise NotResumable("The session has ended.")
+                self._browser = browser
+                self._records.detached(False)
+                self._attached.set()
+        except BaseException:
+            if self._browser is None and self.state is State.RUNNING:
+                self._lose_browser()  # still detached: the grace runs again
+            raise
+        if "watchers" in self.__dict__:  # made once a watcher came: tell the new page
+            self.watchers.resend()
         logger.info("Terminal session %s is resumed", self.id)
         self.watchdog.touch()
-        self.on_attached()
 
     def _grace_over(self) -> None:
         self._grace = None

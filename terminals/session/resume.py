@@ -11,8 +11,8 @@ The process that holds the exec answers the resume itself when the socket reache
 it reaches another process, that one relays: it asks the holder (``terminal.attach`` to the
 session's group) to take a :class:`RemoteBrowser` as its browser, sends the browser's frames
 on (``terminal.relay``), and reads the output from the store up to where each ``relay.output``
-notice says it has been delivered. A detached session keeps a :class:`Mailbox` on the layer
-for those messages, since the consumer that served its first socket is gone.
+notice says it has been delivered. Every held session reads its group through a
+:class:`Mailbox` of its own, whichever socket it has, or none.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from django.db import transaction
+from django.db.models import Q
 from django.db.models.functions import Length
 
 from .. import live
@@ -120,9 +121,11 @@ class Claimed:
 def find(user: Any, url_target: ExecTarget, request: ResumeRequest) -> Claimed | None:
     """The live session of ``user`` on the URL's pod that the token names, or None (ended,
     its server lost, another user's or another pod's, or the token was replaced)."""
+    digest = token_digest(request.token)
     row = (
         Session.objects.select_related("server")
-        .filter(user=user, ended_at__isnull=True, resume_digest=token_digest(request.token))
+        .filter(user=user, ended_at__isnull=True)
+        .filter(Q(resume_digest=digest) | Q(resume_previous_digest=digest))
         .filter(cluster=url_target.cluster, namespace=url_target.namespace, pod=url_target.pod)
         .first()
     )
@@ -140,12 +143,19 @@ def claim(
     user_agent: str,
     server_id: uuid.UUID | None,
 ) -> bool:
-    """Replace the session's token with ``new_digest`` if it is still the request's, and
-    record the resume; False if another socket used the token first (or the session ended)."""
+    """Issue ``new_digest`` if the request's token is still good, and record the resume; False
+    if it is not (a newer token was used since, or the session ended).
+
+    A token stays good until the page has used the one issued after it: the page may lose
+    its socket before the new token reaches it, and must be able to try again. So the token
+    presented is kept beside the new one, and the one before it is dropped."""
+    presented = token_digest(request.token)
     with transaction.atomic():
-        taken = Session.objects.filter(
-            pk=found.session_id, ended_at__isnull=True, resume_digest=token_digest(request.token)
-        ).update(resume_digest=new_digest)
+        taken = (
+            Session.objects.filter(pk=found.session_id, ended_at__isnull=True)
+            .filter(Q(resume_digest=presented) | Q(resume_previous_digest=presented))
+            .update(resume_digest=new_digest, resume_previous_digest=presented)
+        )
         if not taken:
             return False
         Resume.objects.create(
@@ -316,47 +326,49 @@ class RemoteBrowser:
 
 
 class Mailbox:
-    """The channel-layer presence of a session no consumer serves (its socket went away, or
-    another process relays it): it reads the channel of the consumer that served it, which
-    stays in the session's group (so nothing sent meanwhile is missed), and hands each message
-    to ``dispatch`` (that consumer's handlers). Stopped, it leaves the groups."""
+    """A session's own place on the channel layer, for its whole life: a channel of its own in
+    the session's group, read by one task that hands each message to ``dispatch`` (the handlers
+    of the consumer that started the session). Sockets come and go (detached, resumed here,
+    relayed from elsewhere); the session's group messages never move from one reader to
+    another, so none is lost on the way. Stopped (the session ended), it leaves the group."""
 
     def __init__(
-        self,
-        layer: Any,
-        channel: str,
-        groups: live.Groups,
-        dispatch: Callable[[dict[str, Any]], Awaitable[None]],
+        self, layer: Any, group: str, dispatch: Callable[[dict[str, Any]], Awaitable[None]]
     ) -> None:
         self.layer = layer
-        self.channel = channel
-        self.groups = groups
+        self.group = group
         self.dispatch = dispatch
         self._task: asyncio.Task[None] | None = None
+        self._groups: live.Groups | None = None
+        self.joined = asyncio.Event()  # set once it is in the group (tests wait for it)
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
+        channel = await self.layer.new_channel()
+        groups = self._groups = live.Groups(self.layer, channel)
         receive = live.ResilientReceiver(
-            lambda: self.layer.receive(self.channel),
-            self.groups.rejoin,
-            on_failed=self.groups.repair,
+            lambda: self.layer.receive(channel), groups.rejoin, on_failed=groups.repair
         )
-        self.groups.on_repaired = receive.wake
+        groups.on_repaired = receive.wake
+        await groups.join(self.group)
+        self.joined.set()
         while True:
             message = await receive()
             try:
                 await self.dispatch(message)
             except Exception:
-                logger.exception("A held session's %s message failed", message.get("type"))
+                logger.exception("Session %s: a %s message failed", self.group, message.get("type"))
 
     def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             self._task = None
-            live.background(self.groups.leave_all())
+        if self._groups is not None:
+            live.background(self._groups.leave_all())
+            self._groups = None
 
 
 # The sessions this process holds the exec of, for resumes that reach it, and the mailboxes
@@ -376,18 +388,14 @@ def release(session_id: uuid.UUID) -> None:
 
 
 def open_mailbox(
-    session_id: uuid.UUID,
-    layer: Any,
-    channel: str,
-    groups: live.Groups | None,
-    dispatch: Callable[[dict[str, Any]], Awaitable[None]],
+    session_id: uuid.UUID, layer: Any, dispatch: Callable[[dict[str, Any]], Awaitable[None]]
 ) -> None:
-    """Serve the held session's layer messages, read from ``channel`` (in ``groups``), with
-    ``dispatch`` until a consumer does; without a layer there are none."""
-    if layer is None or groups is None or session_id not in _HELD:
+    """Serve the held session's layer messages with ``dispatch`` until it ends (without a
+    channel layer there are none)."""
+    if layer is None or session_id not in _HELD:
         return
     close_mailbox(session_id)
-    mailbox = _MAILBOXES[session_id] = Mailbox(layer, channel, groups, dispatch)
+    mailbox = _MAILBOXES[session_id] = Mailbox(layer, live.terminal_group(session_id), dispatch)
     mailbox.start()
 
 

@@ -15,6 +15,9 @@ const STDIN_CHUNK = 16 * 1024; // below the server's frame limit (64 KiB by defa
 const ACK_EVERY = 64 * 1024; // tell the server what we have drawn, so it can send more
 const BACKOFF = [500, 1000, 2000, 4000, 8000]; // ms between reconnect attempts
 const HELD_INPUT = 64 * 1024; // keystrokes held while reconnecting, at most
+// Errors after which the session still waits: another process holds it and the channel layer
+// is down (1013); the page tries again with its token.
+const RETRYABLE = new Set(["live_unavailable"]);
 
 export const CLOSE_REASONS = {
   1000: gettext("The session ended."),
@@ -60,6 +63,7 @@ export class TerminalConnection {
     this.size = null;
     this.encoder = new TextEncoder();
     this.timer = null;
+    this.token = null; // the token to resume with (also in sessionStorage, for a reload)
   }
 
   // Start: resume the session this tab had (a reload), else open a new one.
@@ -76,6 +80,7 @@ export class TerminalConnection {
   // Open a new session, forgetting any to resume.
   restart() {
     this.forget();
+    this.dropHeld();
     this.session = null;
     this.received = 0;
     this.over = false;
@@ -170,7 +175,8 @@ export class TerminalConnection {
         this.ready(message, generation);
       } else if (message.type === "exit" || message.type === "error") {
         this.live = false;
-        this.forget();
+        // The session waits, but this server cannot reach it now: try again (with the token).
+        if (!RETRYABLE.has(message.code)) this.forget();
       } else {
         this.callbacks.message(message);
       }
@@ -181,7 +187,8 @@ export class TerminalConnection {
       const wasLive = this.live;
       this.live = false;
       const last = generation.lastMessage;
-      const final = this.over || last?.type === "exit" || last?.type === "error";
+      const final = this.over || last?.type === "exit"
+        || (last?.type === "error" && !RETRYABLE.has(last.code));
       if (!final && this.load() && (wasLive || generation.resuming)) {
         this.reconnectLater(event.code);
         return;
@@ -227,6 +234,7 @@ export class TerminalConnection {
   end(code, last) {
     this.over = true;
     this.forget();
+    this.dropHeld(); // typed for this session: never for the next one
     let reason = CLOSE_REASONS[code] || interpolate(gettext("The connection closed (%(code)s)."), { code });
     if (last?.type === "exit") reason = interpolate(gettext("The process exited with code %(code)s."), { code: last.code });
     else if (last?.type === "error") reason = last.message;
@@ -237,24 +245,35 @@ export class TerminalConnection {
     if (this.socket?.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify(message));
   }
 
+  // The token to resume with: from sessionStorage (a reload), else the one kept in memory
+  // (storage may refuse writes: a drop still resumes then).
   load() {
     try {
       const saved = JSON.parse(this.storage.getItem(this.storageKey) || "null");
-      return saved?.token ? saved : null;
+      if (saved?.token) return saved;
     } catch {
-      return null;
+      // unreadable: the memory's
     }
+    return this.token ? { token: this.token, session: this.session } : null;
+  }
+
+  dropHeld() {
+    this.held = [];
+    this.heldBytes = 0;
   }
 
   save(token) {
+    this.token = token;
     try {
       this.storage.setItem(this.storageKey, JSON.stringify({ token, session: this.session }));
     } catch {
-      // Storage refused (private mode, full): a drop still resumes; a reload cannot.
+      // Storage refused (private mode, full): a drop still resumes (the token is in memory);
+      // a reload cannot.
     }
   }
 
   forget() {
+    this.token = null;
     try {
       this.storage.removeItem(this.storageKey);
     } catch {
