@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import uuid
 from typing import Any
 
@@ -21,6 +22,7 @@ from terminals.session.ending import (
     EndSession,
     browser_closed,
     ended_by_auditor,
+    exited,
     server_stopping,
 )
 from terminals.session.flow import FlowWindow
@@ -530,3 +532,43 @@ async def test_a_start_the_store_refuses_ends_the_session_with_4503(monkeypatch)
     with pytest.raises(EndSession) as caught:
         await record.mark_running("main", ["/bin/sh"])
     assert caught.value.ending.code == 4503
+
+
+async def test_an_end_that_waited_for_a_thread_still_gets_its_whole_timeout(monkeypatch):
+    # A burst of ends (a thousand users leaving) queues for the records' threads: the wait
+    # is not the store failing. Here the one thread is busy past the end's own timeout.
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(session_store, "EXECUTOR", ThreadPoolExecutor(max_workers=1))
+    written: list[Any] = []
+    monkeypatch.setattr(session_store.records, "close_session", lambda *a: written.append(a))
+    busy = threading.Event()
+    session_store.EXECUTOR.submit(busy.wait)
+    registry = FakeRegistry()
+    record = session_store.SessionRecord(uuid.uuid4(), 0.05, registry)
+    ending = asyncio.ensure_future(record.end(exited(0)))
+    loop = asyncio.get_running_loop()
+    passed = loop.create_future()
+    loop.call_later(0.2, passed.set_result, None)  # four times the timeout, in the queue
+    await passed
+    busy.set()
+    await ending
+    assert len(written) == 1 and registry.owed == []
+
+
+async def test_a_write_that_never_gets_a_thread_is_given_up_and_never_runs(monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(session_store, "EXECUTOR", ThreadPoolExecutor(max_workers=1))
+    monkeypatch.setattr(session_store, "QUEUE_WAIT", 0.05)
+    written: list[Any] = []
+    monkeypatch.setattr(session_store.records, "close_session", lambda *a: written.append(a))
+    busy = threading.Event()
+    session_store.EXECUTOR.submit(busy.wait)
+    registry = FakeRegistry()
+    record = session_store.SessionRecord(uuid.uuid4(), 1.0, registry)
+    await record.end(exited(0))
+    assert len(registry.owed) == 1  # the registry writes it later
+    busy.set()
+    session_store.EXECUTOR.shutdown(wait=True)
+    assert written == []  # the queued write was cancelled, not run late

@@ -1,8 +1,12 @@
 """The session's own row, written from the event loop: bounded, and never lost.
 
-Writes run in a thread of their own (not Channels' single database thread, which every
-consumer shares) and are bounded by ``AUDIT_COMMIT_TIMEOUT``. An end that cannot be written
-(the store is down) is handed to the server registry, which writes it once the store is back.
+Writes run on threads of their own (not Channels' single database thread, which every
+consumer shares, nor the loop's default pool) and each is bounded by ``AUDIT_COMMIT_TIMEOUT``
+once it runs. The wait for a thread is bounded apart, and longer: a thousand users leaving at
+once queue their ends here, and a queue is not a store that fails to answer (the bench's
+idle-memory run logged hundreds of late ends when the wait counted). An end that cannot be
+written (the store is down) is handed to the server registry, which writes it once the store
+is back.
 """
 
 from __future__ import annotations
@@ -10,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from channels.db import database_sync_to_async
+from django.db import close_old_connections
 
 from .. import records
 from ..protocol import CloseCode
@@ -20,6 +25,11 @@ from .ending import AUDIT_DOWN, Ending, EndSession
 
 logger = logging.getLogger(__name__)
 _WRITES: set[asyncio.Future[None]] = set()  # background writes, referenced until done
+
+#: The threads that write sessions' rows (start, detach, end).
+EXECUTOR = ThreadPoolExecutor(max_workers=4, thread_name_prefix="terminals-records")
+#: Seconds a write may wait for one of them before it is taken as failed.
+QUEUE_WAIT = 60.0
 
 
 class SessionRecord:
@@ -74,5 +84,26 @@ class SessionRecord:
         task.add_done_callback(_WRITES.discard)
 
     async def _write(self, function: Any, *args: Any) -> None:
+        """Run ``function(*args)`` on a records thread: its wait for the thread bounded by
+        :data:`QUEUE_WAIT`, the write itself by the commit timeout."""
+        loop = asyncio.get_running_loop()
+        running = asyncio.Event()
+
+        def run() -> None:
+            loop.call_soon_threadsafe(running.set)
+            close_old_connections()  # as database_sync_to_async does, before and after
+            try:
+                function(*args)
+            finally:
+                close_old_connections()
+
+        queued = EXECUTOR.submit(run)
+        done = asyncio.wrap_future(queued)
+        try:
+            async with asyncio.timeout(QUEUE_WAIT):
+                await running.wait()
+        except TimeoutError:
+            queued.cancel()  # never started: it must not run later
+            raise
         async with asyncio.timeout(self.timeout):
-            await database_sync_to_async(function, thread_sensitive=False)(*args)
+            await asyncio.shield(done)
