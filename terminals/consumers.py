@@ -7,7 +7,9 @@ browser frames and hands them over; ``disconnect`` detaches a running session (i
 ``RESUME_GRACE`` for the page to come back); an auditor's ``terminal.terminate`` and the
 server's cancellation (SIGTERM) end it through its one end path. Any exception here ends the
 session too, with 1011 and a message: a bug never leaves a record live or a process running
-in the pod.
+in the pod. Messages to the browser are in the connection's language
+(:mod:`terminals.language`), activated first thing in ``connect``; the session's tasks,
+started later, inherit it.
 """
 
 from __future__ import annotations
@@ -19,10 +21,14 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from django.db import DatabaseError
+from django.utils import translation
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from . import live, protocol, records
 from .clients import client_address
 from .conf import get_config
+from .language import language_of
 from .middleware import STORE_UNAVAILABLE
 from .permissions import ExecTarget
 from .protocol import CloseCode, ProtocolError
@@ -42,17 +48,20 @@ from .session.ending import (
 
 logger = logging.getLogger(__name__)
 
-ENDED_ELSEWHERE = (
+# Marked for translation, kept in English: said through gettext() where they are sent.
+ENDED_ELSEWHERE = gettext_noop(
     "This session's record was ended elsewhere (its server was taken for lost); it is closed."
 )
 
 
 # Seconds a relaying process waits for the holder of a session to answer its attach.
 RELAY_WAIT = 5.0
-HOLDER_SILENT = "The server that holds this terminal did not answer; it cannot be resumed."
+HOLDER_SILENT = gettext_noop(
+    "The server that holds this terminal did not answer; it cannot be resumed."
+)
 CLOSED_ON_PURPOSE = 1000  # the page's close code for "end the session now"
-HOLDER_LOST = "The server that held this terminal was lost; the session has ended."
-RELAY_UNAVAILABLE = (
+HOLDER_LOST = gettext_noop("The server that held this terminal was lost; the session has ended.")
+RELAY_UNAVAILABLE = gettext_noop(
     "Another server process holds this terminal and cannot be reached now (the channel layer "
     "is down). The session waits for you: try again in a moment."
 )
@@ -63,8 +72,12 @@ class TerminalConsumer(live.ResilientConsumer):
 
     session: TerminalSession | None = None
     relay: Relay | None = None  # when this socket resumed a session another process holds
+    language = ""  # the connection's (set in connect)
 
     async def connect(self) -> None:
+        # First: every message from here on, and from the tasks started here, is in it.
+        self.language = language_of(self.scope)
+        translation.activate(self.language)
         self.socket_closed = asyncio.Event()
         # Refusals go after accept(), as an error message and a close code, so the page can
         # say why; a refused handshake would only show "connection failed".
@@ -154,9 +167,12 @@ class TerminalConsumer(live.ResilientConsumer):
         close frame has left before Daphne drops every connection."""
         if self.session is None:
             return
+        # Called from the registry's shutdown hook too, which is no connection's task.
+        with translation.override(self.language or None):
+            ending = server_stopping()
         try:
             async with asyncio.timeout(get_config()["DRAIN_TIMEOUT"]):
-                await self.session.end(server_stopping())
+                await self.session.end(ending)
                 if wait_for_close:
                     await self.socket_closed.wait()
         except TimeoutError:
@@ -204,7 +220,7 @@ class TerminalConsumer(live.ResilientConsumer):
             servers.server_id,
         )
         if not claimed:
-            await self._not_resumable(admission, resume.GONE)
+            await self._not_resumable(admission, _(resume.GONE))
             return
         held = resume.held(found.session_id)
         ready = protocol.ready_message(
@@ -235,11 +251,11 @@ class TerminalConsumer(live.ResilientConsumer):
             await self._refuse(server_stopping())
             return None
         if self.scope.get(STORE_UNAVAILABLE):
-            await self._refuse(Ending.of(CloseCode.AUDIT_UNAVAILABLE, STORE_DOWN))
+            await self._refuse(Ending.of(CloseCode.AUDIT_UNAVAILABLE, _(STORE_DOWN)))
             return None
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            message = "Log in to resume a terminal."
+            message = _("Log in to resume a terminal.")
             await admission.record_denial(admission.target, CloseCode.NOT_AUTHENTICATED, message)
             await self._refuse(Ending.of(CloseCode.NOT_AUTHENTICATED, message))
             return None
@@ -248,10 +264,10 @@ class TerminalConsumer(live.ResilientConsumer):
                 user, admission.target, request
             )
         except DatabaseError:
-            await self._refuse(Ending.of(CloseCode.AUDIT_UNAVAILABLE, STORE_DOWN))
+            await self._refuse(Ending.of(CloseCode.AUDIT_UNAVAILABLE, _(STORE_DOWN)))
             return None
         if found is None:
-            await self._not_resumable(admission, resume.GONE)
+            await self._not_resumable(admission, _(resume.GONE))
             return None
         try:
             permitted = await admission.permitted(found.target)
@@ -259,7 +275,9 @@ class TerminalConsumer(live.ResilientConsumer):
             await self._refuse(end.ending)
             return None
         if permitted is None:
-            message = f"You may no longer open a terminal on {found.target}."
+            message = _("You may no longer open a terminal on %(target)s.") % {
+                "target": found.target
+            }
             await admission.record_denial(found.target, CloseCode.FORBIDDEN, message)
             await self._refuse(Ending.of(CloseCode.FORBIDDEN, message))
             return None
@@ -277,7 +295,7 @@ class TerminalConsumer(live.ResilientConsumer):
         )
         if not asked:
             self.relay = None
-            await self._refuse(Ending.of(CloseCode.TRY_AGAIN_LATER, RELAY_UNAVAILABLE))
+            await self._refuse(Ending.of(CloseCode.TRY_AGAIN_LATER, _(RELAY_UNAVAILABLE)))
             return
         relay.expect_answer()
 
@@ -384,7 +402,10 @@ class TerminalConsumer(live.ResilientConsumer):
 
     async def _ended_elsewhere(self) -> None:
         if self.session is not None:
-            await self.session.end(Ending(CloseCode.INTERNAL_ERROR, ENDED_ELSEWHERE, "server_lost"))
+            # Called from the registry's heartbeat, which is no connection's task.
+            with translation.override(self.language or None):
+                message = _(ENDED_ELSEWHERE)
+            await self.session.end(Ending(CloseCode.INTERNAL_ERROR, message, "server_lost"))
 
     async def _refuse(self, ending: Ending) -> None:
         await self.send(text_data=protocol.error_message(ending.code, ending.message, ending.word))
@@ -440,7 +461,7 @@ class Relay:
             # that is lost, or the holder is, does the relay say so itself.
             if state == "lost" or (state == "ended" and ended_seen):
                 self.consumer.relay = None
-                message = HOLDER_LOST if state == "lost" else resume.GONE
+                message = _(HOLDER_LOST) if state == "lost" else _(resume.GONE)
                 await self.consumer.send(text_data=resume.not_resumable_message(message))
                 await self.consumer.close(code=int(CloseCode.NOT_FOUND))
                 return
@@ -455,7 +476,7 @@ class Relay:
                 await self._answered.wait()
         except TimeoutError:
             self.consumer.relay = None
-            await self.consumer.send(text_data=resume.not_resumable_message(HOLDER_SILENT))
+            await self.consumer.send(text_data=resume.not_resumable_message(_(HOLDER_SILENT)))
             await self.consumer.close(code=int(CloseCode.NOT_FOUND))
 
     async def send_output(self, upto: int) -> None:
@@ -483,6 +504,11 @@ class Relay:
         live.background(live.attempt("relaying a leaving", gone))
 
 
+MALFORMED = gettext_noop(
+    "Not a terminal address: expected /ws/terminals/<cluster>/<namespace>/<pod>/."
+)
+
+
 class MalformedPathConsumer(live.ResilientConsumer):
     """Answers a /ws/terminals/ address that is not cluster/namespace/pod, with 4400.
 
@@ -490,13 +516,14 @@ class MalformedPathConsumer(live.ResilientConsumer):
     """
 
     async def connect(self) -> None:
+        translation.activate(language_of(self.scope))
         await self.accept()
-        message = "Not a terminal address: expected /ws/terminals/<cluster>/<namespace>/<pod>/."
         try:
-            await self._record(f"{message} Got {self.scope.get('path', '')[:300]!r}.")
+            # The record keeps the English text, with what came.
+            await self._record(f"{MALFORMED} Got {self.scope.get('path', '')[:300]!r}.")
         except Exception as exc:
             logger.error("Could not record a malformed terminal address: %r", exc)
-        await self.send(text_data=protocol.error_message(CloseCode.BAD_REQUEST, message))
+        await self.send(text_data=protocol.error_message(CloseCode.BAD_REQUEST, _(MALFORMED)))
         await self.close(code=int(CloseCode.BAD_REQUEST))
 
     @database_sync_to_async

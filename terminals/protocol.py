@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, TypeGuard
 
+from django.utils.translation import gettext as _
+
 
 class CloseCode(IntEnum):
     """WebSocket close codes the terminal socket ends with."""
@@ -97,44 +99,50 @@ def decode_client_frame(
             raise _too_large(len(bytes_data), max_size)
         return Stdin(bytes_data)
     if text_data is None:
-        raise ProtocolError(CloseCode.BAD_REQUEST, "Empty frame.")
+        raise ProtocolError(CloseCode.BAD_REQUEST, _("Empty frame."))
     # len(str) <= len(utf-8 bytes) <= 4 * len(str): check cheaply before encoding.
     if len(text_data) > max_size or len(text_data.encode()) > max_size:
         raise _too_large(len(text_data.encode()), max_size)
     try:
         message = json.loads(text_data)
     except ValueError:
-        raise ProtocolError(CloseCode.BAD_REQUEST, "Text frames must be JSON objects.") from None
+        raise ProtocolError(CloseCode.BAD_REQUEST, _("Text frames must be JSON objects.")) from None
     except RecursionError:
         # json nests by recursion: "[[[[…" 30,000 deep fits in a frame and would crash here.
-        raise ProtocolError(CloseCode.BAD_REQUEST, "Text frames nest too deeply.") from None
+        raise ProtocolError(CloseCode.BAD_REQUEST, _("Text frames nest too deeply.")) from None
     if not isinstance(message, dict):
-        raise ProtocolError(CloseCode.BAD_REQUEST, "Text frames must be JSON objects.")
+        raise ProtocolError(CloseCode.BAD_REQUEST, _("Text frames must be JSON objects."))
     kind = message.get("type")
     if kind == "stdin":
         data = message.get("data")
         if not isinstance(data, str):
-            raise ProtocolError(CloseCode.BAD_REQUEST, 'A stdin message needs a string "data".')
+            raise ProtocolError(CloseCode.BAD_REQUEST, _('A stdin message needs a string "data".'))
         return Stdin(data.encode("utf-8", "surrogatepass"))
     if kind == "resize":
         cols, rows = message.get("cols"), message.get("rows")
         if not (_whole(cols) and _whole(rows)):
             raise ProtocolError(
-                CloseCode.BAD_REQUEST, 'A resize message needs whole numbers "cols" and "rows".'
+                CloseCode.BAD_REQUEST,
+                _('A resize message needs whole numbers "cols" and "rows".'),
             )
         if not (1 <= cols <= MAX_COLS and 1 <= rows <= MAX_ROWS):
             raise ProtocolError(
                 CloseCode.BAD_REQUEST,
-                f"Terminal size {cols}x{rows} is out of range "
-                f"(1-{MAX_COLS} columns, 1-{MAX_ROWS} rows).",
+                _(
+                    "Terminal size %(cols)sx%(rows)s is out of range "
+                    "(1-%(max_cols)s columns, 1-%(max_rows)s rows)."
+                )
+                % {"cols": cols, "rows": rows, "max_cols": MAX_COLS, "max_rows": MAX_ROWS},
             )
         return Resize(cols, rows)
     if kind == "ack":
         count = message.get("bytes")
         if not _whole(count) or count < 0:
-            raise ProtocolError(CloseCode.BAD_REQUEST, 'An ack message needs a whole "bytes".')
+            raise ProtocolError(CloseCode.BAD_REQUEST, _('An ack message needs a whole "bytes".'))
         return Ack(count)
-    raise ProtocolError(CloseCode.BAD_REQUEST, f"Unknown message type {kind!r}.")
+    raise ProtocolError(
+        CloseCode.BAD_REQUEST, _("Unknown message type %(type)s.") % {"type": repr(kind)}
+    )
 
 
 def _whole(value: object) -> TypeGuard[int]:
@@ -143,7 +151,9 @@ def _whole(value: object) -> TypeGuard[int]:
 
 def _too_large(size: int, max_size: int) -> ProtocolError:
     return ProtocolError(
-        CloseCode.FRAME_TOO_LARGE, f"Frame of {size} bytes exceeds the limit of {max_size} bytes."
+        CloseCode.FRAME_TOO_LARGE,
+        _("Frame of %(size)s bytes exceeds the limit of %(limit)s bytes.")
+        % {"size": size, "limit": max_size},
     )
 
 

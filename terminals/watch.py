@@ -6,7 +6,7 @@ request and in each renewal, and says when it leaves (``terminal.unwatch``), so 
 person at the terminal can be shown who watches (``TERMINALS["SHOW_WATCHERS"]``). The session
 only sends a throttled "there is more" notice to its watchers, never its output, so watchers
 can neither slow it down nor lose bytes: whatever a notice misses, the next read of the store
-finds.
+finds. Messages to the watcher are in its connection's language (:mod:`terminals.language`).
 """
 
 from __future__ import annotations
@@ -18,9 +18,13 @@ import uuid
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.utils import translation
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from . import live, protocol
 from .audit.cast import parse_size
+from .language import language_of
 from .models import Frame, Session
 from .protocol import CloseCode
 
@@ -30,7 +34,8 @@ SNAPSHOT_WAIT = 3.0  # seconds to wait for the session's screen before replaying
 POLL_INTERVAL = 1.0  # seconds between reads of the store when no notice comes
 BATCH = 500  # frames per read
 FALLBACK_BYTES = 256 * 1024  # output replayed when the session's process does not answer
-LIVE_UNAVAILABLE = (
+# Marked for translation, kept in English: said through gettext() where it is sent.
+LIVE_UNAVAILABLE = gettext_noop(
     "Watching is unavailable: the server cannot reach its channel layer (Redis). The session "
     "goes on and is recorded; try again in a moment, or replay it later."
 )
@@ -40,6 +45,7 @@ class WatchConsumer(live.ResilientConsumer):
     """Streams a live session's screen and output to an auditor; input is ignored."""
 
     async def connect(self) -> None:
+        translation.activate(language_of(self.scope))  # first: the tasks started here inherit it
         self.tasks: list[asyncio.Task[None]] = []
         self.watching = False  # the session was told this watcher is there
         self.last_seq = -1
@@ -48,22 +54,22 @@ class WatchConsumer(live.ResilientConsumer):
         await self.accept()
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            await self._refuse(CloseCode.NOT_AUTHENTICATED, "Log in to watch sessions.")
+            await self._refuse(CloseCode.NOT_AUTHENTICATED, _("Log in to watch sessions."))
             return
         if not await self._may_watch():
-            await self._refuse(CloseCode.FORBIDDEN, "You may not watch terminal sessions.")
+            await self._refuse(CloseCode.FORBIDDEN, _("You may not watch terminal sessions."))
             return
         try:
             self.session_id = uuid.UUID(self.scope["url_route"]["kwargs"]["session"])
         except ValueError:
-            await self._refuse(CloseCode.BAD_REQUEST, "That is not a session id.")
+            await self._refuse(CloseCode.BAD_REQUEST, _("That is not a session id."))
             return
         session = await self._session()
         if session is None:
-            await self._refuse(CloseCode.NOT_FOUND, "There is no such session.")
+            await self._refuse(CloseCode.NOT_FOUND, _("There is no such session."))
             return
         if not session.is_live:
-            await self._refuse(CloseCode.NOT_FOUND, "The session has ended: replay it instead.")
+            await self._refuse(CloseCode.NOT_FOUND, _("The session has ended: replay it instead."))
             return
         self.username = user.get_username()
         joined = await self.join(live.watchers_group(self.session_id))
@@ -77,7 +83,7 @@ class WatchConsumer(live.ResilientConsumer):
         self.watching = asked
         if not asked:
             await self.leave_groups()
-            await self._refuse(CloseCode.TRY_AGAIN_LATER, LIVE_UNAVAILABLE)
+            await self._refuse(CloseCode.TRY_AGAIN_LATER, _(LIVE_UNAVAILABLE))
             return
         self.tasks.append(asyncio.create_task(self._stream()))
         self.tasks.append(asyncio.create_task(self._renew_lease()))

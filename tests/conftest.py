@@ -20,3 +20,15 @@ def _close_worker_thread_connections(django_db_setup):
     from django.db import connections
 
     SyncToAsync.single_thread_executor.submit(connections.close_all).result()
+
+
+@pytest.fixture(autouse=True)
+def _default_language():
+    """Every test starts in the default language: a test client's request leaves the language
+    LocaleMiddleware chose active in this thread, and the socket's messages (translated where
+    they are made) would follow it into the next test."""
+    from django.utils import translation
+
+    translation.deactivate()
+    yield
+    translation.deactivate()

@@ -20,6 +20,8 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from django.db import DatabaseError
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop, ngettext
 
 from .. import mfa, protocol, records
 from ..clients import client_address
@@ -35,7 +37,8 @@ logger = logging.getLogger(__name__)
 
 # Refusals written down as DeniedAttempt records.
 DENIALS = {CloseCode.BAD_REQUEST, CloseCode.NOT_AUTHENTICATED, CloseCode.FORBIDDEN}
-STORE_DOWN = "The audit store is unavailable, so no terminal can open."
+# Marked for translation, kept in English: said through gettext() where it is sent.
+STORE_DOWN = gettext_noop("The audit store is unavailable, so no terminal can open.")
 # Ends of records saved after admission gave up, kept until they are written.
 _LATE_ENDS: set[asyncio.Future[None]] = set()
 
@@ -107,25 +110,30 @@ class Admission:
         if self.server_stopping:
             raise EndSession(
                 CloseCode.SERVER_RESTARTING,
-                "The server is restarting; open the terminal again in a moment.",
+                _("The server is restarting; open the terminal again in a moment."),
             )
         invalid = self.target.invalid_reason()
         if invalid:
             raise EndSession(CloseCode.BAD_REQUEST, invalid)
         if self.scope.get(STORE_UNAVAILABLE):
-            raise EndSession(CloseCode.AUDIT_UNAVAILABLE, STORE_DOWN)
+            raise EndSession(CloseCode.AUDIT_UNAVAILABLE, _(STORE_DOWN))
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            raise EndSession(CloseCode.NOT_AUTHENTICATED, "Log in to open a terminal.")
+            raise EndSession(CloseCode.NOT_AUTHENTICATED, _("Log in to open a terminal."))
         try:
             get_cluster(self.target.cluster)
         except UnknownCluster:
             raise EndSession(
-                CloseCode.NOT_FOUND, f"There is no cluster called {self.target.cluster!r}."
+                CloseCode.NOT_FOUND,
+                _("There is no cluster called %(cluster)s.")
+                % {"cluster": repr(self.target.cluster)},
             ) from None
         impersonation = await self.permitted(self.target)
         if impersonation is None:
-            raise EndSession(CloseCode.FORBIDDEN, f"You may not open a terminal on {self.target}.")
+            raise EndSession(
+                CloseCode.FORBIDDEN,
+                _("You may not open a terminal on %(target)s.") % {"target": self.target},
+            )
         # The terminal page sends the user to the page that meets the need first; this is for
         # a socket opened otherwise (another tab, a script, a session that changed meanwhile).
         need: mfa.Requirement | None = await self._store(self._requirement, self.target)
@@ -140,8 +148,12 @@ class Admission:
             limit = self.config["MAX_SESSIONS_PER_USER"]
             raise EndSession(
                 CloseCode.TOO_MANY_SESSIONS,
-                f"You have {limit} terminal{'' if limit == 1 else 's'} open already; "
-                "close one first.",
+                ngettext(
+                    "You have %(limit)s terminal open already; close one first.",
+                    "You have %(limit)s terminals open already; close one first.",
+                    limit,
+                )
+                % {"limit": limit},
             )
         return Admitted(record, self.target, impersonation)
 
@@ -166,7 +178,7 @@ class Admission:
                 return await database_sync_to_async(function)(*args)
         except (DatabaseError, TimeoutError) as exc:
             logger.error("The audit store failed during admission: %r", exc)
-            raise EndSession(CloseCode.AUDIT_UNAVAILABLE, STORE_DOWN) from exc
+            raise EndSession(CloseCode.AUDIT_UNAVAILABLE, _(STORE_DOWN)) from exc
 
     # Synchronous ORM work.
 
@@ -190,7 +202,7 @@ class Admission:
         if late is not None:
             ending = database_sync_to_async(records.close_session, thread_sensitive=False)
             task = asyncio.ensure_future(
-                ending(late, Session.EndReason.AUDIT_UNAVAILABLE, None, STORE_DOWN)
+                ending(late, Session.EndReason.AUDIT_UNAVAILABLE, None, _(STORE_DOWN))
             )
             _LATE_ENDS.add(task)
             task.add_done_callback(_LATE_ENDS.discard)
@@ -212,7 +224,7 @@ class Admission:
                 self._opened = record.pk
                 return record
         # The loop stopped waiting while the store was saving: nobody will run this session.
-        records.close_session(record.pk, Session.EndReason.AUDIT_UNAVAILABLE, None, STORE_DOWN)
+        records.close_session(record.pk, Session.EndReason.AUDIT_UNAVAILABLE, None, _(STORE_DOWN))
         return None
 
     def _record_denial(

@@ -25,6 +25,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from django.utils.translation import gettext as _
+
 from .. import protocol
 from ..audit.commands import CommandExtractor, CommandLine
 from ..audit.recorder import RESIZE, STDIN, AuditUnavailable, Stored
@@ -248,7 +250,7 @@ class TerminalSession:
         from .resume import NotResumable, taken_over_message
 
         if self.state is not State.RUNNING:
-            raise NotResumable("The session has ended.")
+            raise NotResumable(_("The session has ended."))
         previous = self._browser
         if previous is not None and previous is not browser:
             # Told before the port is taken: a send to it may be waiting on its dead socket.
@@ -260,17 +262,18 @@ class TerminalSession:
         try:
             async with self._port:
                 if self.state is not State.RUNNING:
-                    raise NotResumable("The session has ended.")
+                    raise NotResumable(_("The session has ended."))
                 if offset > self.sent_bytes:
                     raise NotResumable(
-                        f"The page has {offset} output bytes; the session sent {self.sent_bytes}."
+                        _("The page has %(offset)s output bytes; the session sent %(sent)s.")
+                        % {"offset": offset, "sent": self.sent_bytes}
                     )
                 await browser.send_text(ready)
                 self.window.reset()
                 self.window.sending(self.sent_bytes - offset)
                 await browser.replay(offset, self.sent_bytes)
                 if self.state is not State.RUNNING:
-                    raise NotResumable("The session has ended.")
+                    raise NotResumable(_("The session has ended."))
                 self._browser = browser
                 self._records.detached(False)
                 self._attached.set()
@@ -347,7 +350,7 @@ class TerminalSession:
         if self._early_bytes > self._max_early_input:
             await self.end(
                 Ending.of(
-                    CloseCode.FRAME_TOO_LARGE, "Too much input before the terminal was ready."
+                    CloseCode.FRAME_TOO_LARGE, _("Too much input before the terminal was ready.")
                 )
             )
             return
@@ -459,7 +462,7 @@ class TerminalSession:
     @staticmethod
     def _ending_for(status: ExecStatus) -> Ending:
         if status.code is None:
-            message = status.message or "The connection to the cluster was lost."
+            message = status.message or _("The connection to the cluster was lost.")
             return Ending.of(CloseCode.UPSTREAM_FAILED, message)
         return exited(status.code)
 

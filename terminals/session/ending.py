@@ -1,8 +1,15 @@
-"""Why a session ends: the close code and message the browser gets, and the record's reason."""
+"""Why a session ends: the close code and message the browser gets, and the record's reason.
+
+Messages are in the active language (the connection's: :mod:`terminals.language`); the
+constants here are English, marked for translation and translated where an ending is made.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from ..live import MAX_END_REASON
 from ..models import Session
@@ -25,9 +32,11 @@ REASONS: dict[CloseCode, str] = {
     CloseCode.INTERNAL_ERROR: EndReason.SERVER_ERROR,
 }
 
-AUDIT_DOWN = "The audit store cannot be written, so the session was stopped."
-SERVER_STOPPING = "The server is restarting. Your session was recorded and ended; open a new one."
-INTERNAL_ERROR = (
+AUDIT_DOWN = gettext_noop("The audit store cannot be written, so the session was stopped.")
+SERVER_STOPPING = gettext_noop(
+    "The server is restarting. Your session was recorded and ended; open a new one."
+)
+INTERNAL_ERROR = gettext_noop(
     "The terminal failed because of a server error; the session was recorded and ended."
 )
 
@@ -65,35 +74,38 @@ def browser_closed(ws_code: int) -> Ending:
     )
 
 
-BROWSER_GONE = "The browser went away and did not come back to resume the session."
+BROWSER_GONE = gettext_noop("The browser went away and did not come back to resume the session.")
 
 
 def browser_gone() -> Ending:
     """The browser's socket went away and no browser resumed within the grace."""
-    return Ending(CloseCode.NORMAL, BROWSER_GONE, EndReason.BROWSER_GONE, tell_browser=False)
+    return Ending(CloseCode.NORMAL, _(BROWSER_GONE), EndReason.BROWSER_GONE, tell_browser=False)
 
 
 def server_stopping() -> Ending:
     """The serving process is stopping (SIGTERM, a deploy)."""
-    return Ending.of(CloseCode.SERVER_RESTARTING, SERVER_STOPPING)
+    return Ending.of(CloseCode.SERVER_RESTARTING, _(SERVER_STOPPING))
 
 
 def internal_error() -> Ending:
     """A bug: an exception nobody expected, anywhere in the session."""
-    return Ending.of(CloseCode.INTERNAL_ERROR, INTERNAL_ERROR)
+    return Ending.of(CloseCode.INTERNAL_ERROR, _(INTERNAL_ERROR))
 
 
 def audit_unavailable() -> Ending:
     """The audit store cannot be written: fail closed."""
-    return Ending.of(CloseCode.AUDIT_UNAVAILABLE, AUDIT_DOWN)
+    return Ending.of(CloseCode.AUDIT_UNAVAILABLE, _(AUDIT_DOWN))
 
 
 def ended_by_auditor(user_id: int | None, username: str, reason: str = "") -> Ending:
     """An auditor ended the session, saying why: the message the user sees and the record
     keeps ("alice ended this session: <reason>")."""
-    who = username or "An auditor"
+    who = username or _("An auditor")
     reason = " ".join(reason.split())[:MAX_END_REASON]  # one line, as the page shows it
-    message = f"{who} ended this session: {reason}" if reason else f"{who} ended this session."
+    if reason:
+        message = _("%(who)s ended this session: %(reason)s") % {"who": who, "reason": reason}
+    else:
+        message = _("%(who)s ended this session.") % {"who": who}
     ended_by = (user_id, username)
     return Ending(
         CloseCode.ENDED_BY_AUDITOR, message, EndReason.ENDED_BY_AUDITOR, ended_by=ended_by

@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from django.utils.translation import gettext as _
+
 from ..kube.exec import ExecStatus, Output
 from ..protocol import CloseCode
 from .ending import EndSession
@@ -44,13 +46,18 @@ def default_container(pod: dict[str, Any], pod_name: str) -> str:
     metadata, spec = pod.get("metadata") or {}, pod.get("spec") or {}
     phase = (pod.get("status") or {}).get("phase")
     if phase != "Running":
-        raise EndSession(CloseCode.NOT_FOUND, f"Pod {pod_name} is not running (phase {phase}).")
+        raise EndSession(
+            CloseCode.NOT_FOUND,
+            _("Pod %(pod)s is not running (phase %(phase)s).") % {"pod": pod_name, "phase": phase},
+        )
     names = [container.get("name", "") for container in spec.get("containers") or []]
     default = (metadata.get("annotations") or {}).get("kubectl.kubernetes.io/default-container")
     if default in names:
         return str(default)
     if not names:
-        raise EndSession(CloseCode.NOT_FOUND, f"Pod {pod_name} has no containers.")
+        raise EndSession(
+            CloseCode.NOT_FOUND, _("Pod %(pod)s has no containers.") % {"pod": pod_name}
+        )
     return str(names[0])
 
 
@@ -103,7 +110,8 @@ class ShellLauncher:
                     tried = ", ".join(c[0] for c in candidates)
                     raise EndSession(
                         CloseCode.UPSTREAM_FAILED,
-                        f"No shell to run in container {container}: tried {tried}.",
+                        _("No shell to run in container %(container)s: tried %(tried)s.")
+                        % {"container": container, "tried": tried},
                     )
             return Launched(stream, container, argv, first, applied)
         raise AssertionError("unreachable: the loop returns or raises")
@@ -146,7 +154,7 @@ class PodShell:
             # Rules may grant some containers only: ask again now that the name is known.
             resolved = dataclasses.replace(self.target, container=container)
             if not await self._permitted(resolved):
-                message = f"You may not open a terminal on {resolved}."
+                message = _("You may not open a terminal on %(target)s.") % {"target": resolved}
                 await self._record_denial(resolved, CloseCode.FORBIDDEN, message)
                 raise EndSession(CloseCode.FORBIDDEN, message)
         launched = await self._launcher.launch(container, self.target.command, size)

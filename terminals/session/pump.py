@@ -15,6 +15,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from django.utils.translation import gettext
+
 from ..audit.recorder import STDOUT, AuditUnavailable, Stored
 from ..kube.exec import ExecStatus, Output
 from ..protocol import CloseCode
@@ -74,7 +76,7 @@ class OutputPump:
             try:
                 done = await self._recorder.submit(STDOUT, event.data)
             except AuditUnavailable:
-                raise EndSession(CloseCode.AUDIT_UNAVAILABLE, AUDIT_DOWN) from None
+                raise EndSession(CloseCode.AUDIT_UNAVAILABLE, gettext(AUDIT_DOWN)) from None
             self._outbox.append((event.data, done))
             self._queued.set()
             self.undelivered += len(event.data)
@@ -118,4 +120,4 @@ class OutputPump:
         try:
             return await done
         except AuditUnavailable:
-            raise EndSession(CloseCode.AUDIT_UNAVAILABLE, AUDIT_DOWN) from None
+            raise EndSession(CloseCode.AUDIT_UNAVAILABLE, gettext(AUDIT_DOWN)) from None

@@ -32,6 +32,8 @@ from urllib.parse import parse_qs
 from django.db import transaction
 from django.db.models import Q
 from django.db.models.functions import Length
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from .. import live
 from ..models import Frame, Resume, Session
@@ -48,8 +50,11 @@ RELAY_BEAT, RELAY_LEASE = 10.0, 30.0
 ROWS_PER_READ = 200
 
 NOT_RESUMABLE = "not_resumable"
-GONE = "This terminal cannot be resumed: it has ended, or the link is no longer valid."
-TAKEN_OVER = "This terminal was opened again in another window."
+# Marked for translation, kept in English: said through gettext() where they are sent.
+GONE = gettext_noop(
+    "This terminal cannot be resumed: it has ended, or the link is no longer valid."
+)
+TAKEN_OVER = gettext_noop("This terminal was opened again in another window.")
 
 # Layer message types (Channels maps a.b to a_b()).
 ATTACH = "terminal.attach"  # to a held session: take this relaying process's browser
@@ -69,14 +74,15 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def not_resumable_message(message: str = GONE) -> str:
-    """The error frame sent before closing with 4404."""
-    return json.dumps({"type": "error", "code": NOT_RESUMABLE, "message": message})
+def not_resumable_message(message: str | None = None) -> str:
+    """The error frame sent before closing with 4404 (by default: :data:`GONE`)."""
+    text = _(GONE) if message is None else message
+    return json.dumps({"type": "error", "code": NOT_RESUMABLE, "message": text})
 
 
 def taken_over_message() -> str:
     """The error frame sent to a socket another one resumed the session from."""
-    return json.dumps({"type": "error", "code": "resumed_elsewhere", "message": TAKEN_OVER})
+    return json.dumps({"type": "error", "code": "resumed_elsewhere", "message": _(TAKEN_OVER)})
 
 
 class NotResumable(Exception):
@@ -102,9 +108,9 @@ def resume_request(scope: Mapping[str, Any]) -> ResumeRequest | None:
         return None
     token, offset = tokens[0], (query.get("offset") or ["0"])[0]
     if not token or len(token) > MAX_TOKEN_LENGTH:
-        raise NotResumable("That resume token is not valid.")
+        raise NotResumable(_("That resume token is not valid."))
     if not offset.isdigit() or len(offset) > 18:
-        raise NotResumable("The resume offset must be a whole number of bytes.")
+        raise NotResumable(_("The resume offset must be a whole number of bytes."))
     return ResumeRequest(token, int(offset))
 
 

@@ -55,8 +55,10 @@ from django.contrib.sessions.backends.db import SessionStore as DatabaseSessionS
 from django.contrib.sessions.backends.signed_cookies import SessionStore as SignedCookieStore
 from django.core.exceptions import ValidationError
 from django.db import close_old_connections
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.crypto import constant_time_compare
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from ..conf import get_config
 from ..permissions import ExecTarget, may_exec
@@ -69,12 +71,13 @@ logger = logging.getLogger(__name__)
 #: ``database_sync_to_async`` shares across every consumer, nor delay the servers' heartbeats.
 EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="terminals-revocation")
 
-ACCOUNT_DELETED = "Your account was deleted."
-DEACTIVATED = "Your account was deactivated."
-LOGGED_OUT = "You were logged out."
-LOGIN_EXPIRED = "Your login expired."
-PASSWORD_CHANGED = "Your password was changed, which ended this login."
-ACCESS_REVOKED = "Your access to {target} was revoked."
+# Marked for translation, kept in English: a round says them in each session's language.
+ACCOUNT_DELETED = gettext_noop("Your account was deleted.")
+DEACTIVATED = gettext_noop("Your account was deactivated.")
+LOGGED_OUT = gettext_noop("You were logged out.")
+LOGIN_EXPIRED = gettext_noop("Your login expired.")
+PASSWORD_CHANGED = gettext_noop("Your password was changed, which ended this login.")
+ACCESS_REVOKED = gettext_noop("Your access to %(target)s was revoked.")
 
 _CHUNK = 500  # login session keys per query, well under every database's limit on parameters
 
@@ -88,6 +91,9 @@ class Grant:
     # (another auth middleware): then only the account and the permission are checked.
     login_key: str | None
     target: ExecTarget  # as admitted; the container that runs replaces "" once known
+    # The language of the connection the session was opened on, for its reason ("": the
+    # default). The revoker's task is no connection's, so it cannot take the active one.
+    language: str = ""
 
 
 @dataclass
@@ -116,7 +122,8 @@ class Logins:
 def revoked(
     grants: Mapping[uuid.UUID, Grant], now: dt.datetime | None = None
 ) -> dict[uuid.UUID, str]:
-    """The sessions of ``grants`` that are no longer permitted, each with the reason.
+    """The sessions of ``grants`` that are no longer permitted, each with the reason (in the
+    grant's language).
 
     Raises whatever the store raises: a failed check must end nothing.
     """
@@ -127,10 +134,17 @@ def revoked(
     logins = login_sessions({g.login_key for g in grants.values() if g.login_key}, now)
     reasons: dict[uuid.UUID, str] = {}
     for session_id, grant in grants.items():
-        reason = _why_revoked(grant, users.get(grant.user_id), logins)
-        if reason is not None:
-            reasons[session_id] = reason
+        why = _why_revoked(grant, users.get(grant.user_id), logins)
+        if why is not None:
+            reasons[session_id] = _said(why, grant)
     return reasons
+
+
+def _said(why: str, grant: Grant) -> str:
+    """The reason ``why`` (one of the constants above) as the session's user is told it."""
+    with translation.override(grant.language or None):
+        text = _(why)
+    return text % {"target": grant.target} if why == ACCESS_REVOKED else text
 
 
 def _why_revoked(grant: Grant, user: Any, logins: Logins) -> str | None:
@@ -145,7 +159,7 @@ def _why_revoked(grant: Grant, user: Any, logins: Logins) -> str | None:
     # The user object is shared by the user's sessions, so TerminalsBackend's rule cache on it
     # makes this one query per user, not per session.
     if not may_exec(user, grant.target):
-        return ACCESS_REVOKED.format(target=grant.target)
+        return ACCESS_REVOKED
     return None
 
 
@@ -269,7 +283,10 @@ class Revoker:
         return self._task is not None and not self._task.done()
 
     def watch(self, session: Revocable, grant: Grant) -> None:
-        """Check ``session`` against ``grant`` from now until :meth:`forget`."""
+        """Check ``session`` against ``grant`` from now until :meth:`forget`; called as the
+        session opens, so a grant without a language takes the connection's."""
+        if not grant.language:
+            grant = dataclasses.replace(grant, language=translation.get_language() or "")
         self._watched[session.id] = (session, grant)
         loop = asyncio.get_running_loop()
         task = self._task

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from django.db import close_old_connections
+from django.utils.translation import gettext as _
 
 from .. import records
 from ..protocol import CloseCode
@@ -50,7 +51,7 @@ class SessionRecord:
             )
         except Exception as exc:
             logger.error("Session %s: could not record its start: %r", self.session_id, exc)
-            raise EndSession(CloseCode.AUDIT_UNAVAILABLE, AUDIT_DOWN) from exc
+            raise EndSession(CloseCode.AUDIT_UNAVAILABLE, _(AUDIT_DOWN)) from exc
 
     async def end(self, ending: Ending) -> None:
         """Record the end; if the store cannot take it now, the registry retries it."""

@@ -14,6 +14,8 @@ from typing import Any
 
 import aiohttp
 from asgiref.sync import sync_to_async
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from ..kube.clusters import ClusterUnavailable, Connection, get_cluster
 from ..kube.exec import ExecStream, KubernetesError, exec_path, get_json, open_exec
@@ -24,7 +26,8 @@ from .ending import EndSession
 
 logger = logging.getLogger(__name__)
 
-UNREACHABLE = "The cluster cannot be reached."
+# Marked for translation, kept in English: said through gettext() where it is sent.
+UNREACHABLE = gettext_noop("The cluster cannot be reached.")
 
 #: Writes down a refusal: (target, close code, message).
 DenialRecorder = Callable[[ExecTarget, CloseCode, str], Awaitable[None]]
@@ -61,7 +64,9 @@ class Upstream:
             self._connection = await sync_to_async(cluster.connection, thread_sensitive=False)()
         except ClusterUnavailable as exc:
             logger.warning("%s", exc)
-            raise EndSession(CloseCode.UPSTREAM_FAILED, "The cluster is not configured.") from exc
+            raise EndSession(
+                CloseCode.UPSTREAM_FAILED, _("The cluster is not configured.")
+            ) from exc
         self._http = await client_for(self.target.cluster)
 
     async def get_pod(self) -> dict[str, Any]:
@@ -73,7 +78,7 @@ class Upstream:
         except KubernetesError as error:
             raise await self._refusal(error) from error
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise EndSession(CloseCode.UPSTREAM_FAILED, UNREACHABLE) from exc
+            raise EndSession(CloseCode.UPSTREAM_FAILED, _(UNREACHABLE)) from exc
 
     async def pod_or_none(self) -> dict[str, Any] | None:
         """The pod's object if the cluster gives it, else None: for what is only nice to have
@@ -99,7 +104,7 @@ class Upstream:
             raise await self._refusal(error, container) from error
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             logger.warning("Exec to %s failed: %r", self.target, exc)
-            raise EndSession(CloseCode.UPSTREAM_FAILED, UNREACHABLE) from exc
+            raise EndSession(CloseCode.UPSTREAM_FAILED, _(UNREACHABLE)) from exc
         self._streams.append(stream)
         return stream
 
@@ -120,8 +125,10 @@ class Upstream:
         if error.http_status == 404 or (
             error.http_status == 400 and "is not valid for pod" in error.message
         ):
-            return EndSession(CloseCode.NOT_FOUND, error.message or "No such pod or container.")
-        message = f"The cluster refused: {error.message or error.reason}"
+            # The cluster's own text, as it says it; ours only when it says nothing.
+            message = error.message or _("No such pod or container.")
+            return EndSession(CloseCode.NOT_FOUND, message)
+        message = _("The cluster refused: %(reason)s") % {"reason": error.message or error.reason}
         if error.http_status in (401, 403):
             # Django allowed it but the cluster's RBAC did not: a denial all the same.
             target = dataclasses.replace(self.target, container=container or self.target.container)

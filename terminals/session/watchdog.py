@@ -6,6 +6,8 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
+from django.utils.translation import gettext as _
+
 from ..protocol import CloseCode
 from .ending import Ending
 
@@ -40,9 +42,13 @@ class Watchdog:
             if now - self.started >= self.duration_limit:
                 return Ending.of(
                     CloseCode.MAX_DURATION,
-                    f"The session reached its maximum of {self.duration_limit:g} s.",
+                    _("The session reached its maximum of %(limit)s s.")
+                    % {"limit": f"{self.duration_limit:g}"},
                 )
             if now - self.last_activity >= self.idle_limit:
-                return Ending.of(CloseCode.IDLE, f"No input or output for {self.idle_limit:g} s.")
+                return Ending.of(
+                    CloseCode.IDLE,
+                    _("No input or output for %(limit)s s.") % {"limit": f"{self.idle_limit:g}"},
+                )
             wake = min(self.started + self.duration_limit, self.last_activity + self.idle_limit)
             await self._sleep(max(wake - now, MIN_NAP))
