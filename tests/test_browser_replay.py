@@ -145,7 +145,8 @@ def test_a_new_idle_cap_keeps_a_paused_player_on_the_same_frame(page: Page, daph
     uncapped = remade(page, 1)
     assert uncapped == pytest.approx(recorded, abs=0.01)
     assert page.evaluate("replayApp.playing") is False
-    assert "after-pause-6" in screen.inner_text()  # that moment's frame, not a blank one
+    # That moment's frame, not a blank one (the new player draws it a moment after it is made).
+    expect(screen).to_contain_text("after-pause-6")
     expect(page.locator(".ap-overlay-start")).to_be_hidden()
     expect(marked).to_contain_text("echo last")
 
