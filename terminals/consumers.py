@@ -29,7 +29,6 @@ from . import live, protocol, records
 from .clients import client_address
 from .conf import get_config
 from .language import language_of
-from .middleware import STORE_UNAVAILABLE
 from .permissions import ExecTarget
 from .protocol import CloseCode, ProtocolError
 from .servers import registry
@@ -247,17 +246,10 @@ class TerminalConsumer(live.ResilientConsumer):
         self, admission: Admission, request: resume.ResumeRequest
     ) -> resume.Claimed | None:
         """The session the request names, re-authorized; None once refused."""
-        if admission.server_stopping:
-            await self._refuse(server_stopping())
-            return None
-        if self.scope.get(STORE_UNAVAILABLE):
-            await self._refuse(Ending.of(CloseCode.AUDIT_UNAVAILABLE, _(STORE_DOWN)))
-            return None
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            message = _("Log in to resume a terminal.")
-            await admission.record_denial(admission.target, CloseCode.NOT_AUTHENTICATED, message)
-            await self._refuse(Ending.of(CloseCode.NOT_AUTHENTICATED, message))
+        try:
+            user = await admission.authenticate()  # as for a new terminal
+        except EndSession as end:
+            await self._refuse(end.ending)
             return None
         try:
             found: resume.Claimed | None = await database_sync_to_async(resume.find)(

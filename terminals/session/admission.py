@@ -106,7 +106,18 @@ class Admission:
                 )
             raise
 
-    async def _admit(self) -> Admitted:
+    async def authenticate(self) -> Any:
+        """The checks every connect passes first, a resume's as well as a new terminal's: the
+        server not stopping, names that are names, the store up, a login. Returns the user;
+        raises :class:`EndSession` (denials recorded)."""
+        try:
+            return self._authenticated()
+        except EndSession as end:
+            if end.ending.code in DENIALS:
+                await self.record_denial(self.target, end.ending.code, end.ending.message)
+            raise
+
+    def _authenticated(self) -> Any:
         if self.server_stopping:
             raise EndSession(
                 CloseCode.SERVER_RESTARTING,
@@ -120,6 +131,10 @@ class Admission:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             raise EndSession(CloseCode.NOT_AUTHENTICATED, _("Log in to open a terminal."))
+        return user
+
+    async def _admit(self) -> Admitted:
+        self._authenticated()
         try:
             get_cluster(self.target.cluster)
         except UnknownCluster:

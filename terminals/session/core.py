@@ -254,7 +254,8 @@ class TerminalSession:
         previous = self._browser
         if previous is not None and previous is not browser:
             # Told before the port is taken: a send to it may be waiting on its dead socket.
-            self._quietly_later(previous, taken_over_message(), int(CloseCode.RESUMED_ELSEWHERE))
+            code = int(CloseCode.RESUMED_ELSEWHERE)
+            _background(_tell(previous, taken_over_message(), code, "it was taken over"))
             self._lose_browser()
         if self._grace is not None:  # it must not run out in the middle of the resume
             self._grace.cancel()
@@ -289,24 +290,7 @@ class TerminalSession:
     def _grace_over(self) -> None:
         self._grace = None
         if self._browser is None and self.state is State.RUNNING:
-            self._end_soon(browser_gone())
-
-    def _end_soon(self, ending: Ending) -> None:
-        task = asyncio.ensure_future(self.end(ending))
-        _ENDING.add(task)
-        task.add_done_callback(_ENDING.discard)
-
-    def _quietly_later(self, browser: Browser, text: str, code: int) -> None:
-        async def tell() -> None:
-            try:
-                await browser.send_text(text)
-                await browser.close_with(code)
-            except Exception as exc:
-                logger.warning("Could not tell a replaced browser: %r", exc)
-
-        task = asyncio.ensure_future(tell())
-        _ENDING.add(task)
-        task.add_done_callback(_ENDING.discard)
+            _background(self.end(browser_gone()))
 
     @property
     def container(self) -> str | None:
@@ -532,12 +516,9 @@ class TerminalSession:
         if ending.code == CloseCode.NORMAL:
             text = protocol.exit_message(ending.exit_code)
         else:
-            text = protocol.error_message(ending.code, ending.message)
-        try:
-            await browser.send_text(text)
-            await browser.close_with(int(ending.code))
-        except Exception as exc:  # the browser may be gone; the record above still counts
-            logger.info("Could not tell the browser why session %s ended: %r", self.id, exc)
+            text = protocol.error_message(ending.code, ending.message, ending.word)
+        # The browser may be gone; the record above still counts.
+        await _tell(browser, text, int(ending.code), f"why session {self.id} ended")
 
     async def _quietly(self, what: str, awaitable: Any) -> None:
         try:
@@ -545,6 +526,22 @@ class TerminalSession:
                 await awaitable
         except Exception as exc:
             logger.warning("Session %s: %s failed: %r", self.id, what, exc)
+
+
+async def _tell(browser: Browser, text: str, code: int, what: str) -> None:
+    """Send ``text``, then close with ``code``; a browser already gone is only logged."""
+    try:
+        await browser.send_text(text)
+        await browser.close_with(code)
+    except Exception as exc:
+        logger.info("Could not tell the browser %s: %r", what, exc)
+
+
+def _background(work: Any) -> None:
+    """Run ``work`` (an end, a notice) from a callback; kept referenced until done."""
+    task = asyncio.ensure_future(work)
+    _ENDING.add(task)
+    task.add_done_callback(_ENDING.discard)
 
 
 # Output events the session's stream yields, re-exported for fakes in tests.
