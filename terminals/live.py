@@ -240,6 +240,17 @@ class Groups:
             await attempt(f"leaving {group}", self._layer.group_discard(group, self._channel))
 
 
+def listen(layer: Any, channel: str) -> tuple[Groups, ResilientReceiver]:
+    """The groups of ``channel`` and its receive that survives the layer's faults, each
+    telling the other: a receive that fails repairs the groups, groups joined again wake it."""
+    groups = Groups(layer, channel)
+    receive = ResilientReceiver(
+        functools.partial(layer.receive, channel), groups.rejoin, on_failed=groups.repair
+    )
+    groups.on_repaired = receive.wake
+    return groups, receive
+
+
 class WatcherNotices:
     """Tells a session's watchers that more output is committed, at most every ``interval``,
     while it is watched: for :data:`WATCH_LEASE` seconds after a watcher last said so
@@ -348,13 +359,7 @@ class ResilientConsumer(AsyncWebsocketConsumer):
         sources = [receive]
         if self.channel_layer is not None:
             self.channel_name = await self.channel_layer.new_channel()
-            self.layer_groups = Groups(self.channel_layer, self.channel_name)
-            self.channel_receive = ResilientReceiver(
-                functools.partial(self.channel_layer.receive, self.channel_name),
-                self.layer_groups.rejoin,
-                on_failed=self.layer_groups.repair,
-            )
-            self.layer_groups.on_repaired = self.channel_receive.wake
+            self.layer_groups, self.channel_receive = listen(self.channel_layer, self.channel_name)
             sources.append(self.channel_receive)
         try:
             await await_many_dispatch(sources, self.dispatch)
@@ -385,12 +390,6 @@ class ResilientConsumer(AsyncWebsocketConsumer):
             # a bare 1011 and whatever the consumer holds would run on): end it properly.
             logger.exception("A %s handler failed", message.get("type"))
             await self.failed()
-
-    def join_soon(self, group: str) -> None:
-        """Join a channel-layer group in the background: a terminal must not wait for Redis
-        (the consumer handles no browser frame until ``connect`` returns)."""
-        if self.layer_groups is not None:
-            background(self.layer_groups.join(group))
 
     async def join(self, group: str) -> bool:
         """Join a channel-layer group; False (logged, retried on recovery) if the layer fails."""

@@ -353,12 +353,8 @@ class Mailbox:
             self._task = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
-        channel = await self.layer.new_channel()
-        groups = self._groups = live.Groups(self.layer, channel)
-        receive = live.ResilientReceiver(
-            lambda: self.layer.receive(channel), groups.rejoin, on_failed=groups.repair
-        )
-        groups.on_repaired = receive.wake
+        groups, receive = live.listen(self.layer, await self.layer.new_channel())
+        self._groups = groups
         await groups.join(self.group)
         self.joined.set()
         while True:
