@@ -28,6 +28,7 @@ from django.utils.translation import gettext_noop
 from . import live, protocol, records
 from .clients import client_address
 from .conf import get_config
+from .flag import Flag
 from .language import language_of
 from .permissions import ExecTarget
 from .protocol import CloseCode, ProtocolError
@@ -77,7 +78,7 @@ class TerminalConsumer(live.ResilientConsumer):
         # First: every message from here on, and from the tasks started here, is in it.
         self.language = language_of(self.scope)
         translation.activate(self.language)
-        self.socket_closed = asyncio.Event()
+        self.socket_closed = Flag()
         # Refusals go after accept(), as an error message and a close code, so the page can
         # say why; a refused handshake would only show "connection failed".
         await self.accept()

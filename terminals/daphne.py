@@ -59,6 +59,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from .flag import Flag
+
 logger = logging.getLogger(__name__)
 
 SERVER_CLOSE_CODES = frozenset({1011, 1012, 1013, 1014})
@@ -123,7 +125,7 @@ class Writability:
         self._drop = drop
         self.paused = False
         self.closed = False
-        self._changed = asyncio.Event()
+        self._changed = Flag()
 
     # IPushProducer: called by the transport.
 

@@ -26,6 +26,8 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 
+from .flag import Flag
+
 logger = logging.getLogger(__name__)
 
 # Message types, the "type" of each channel-layer message (Channels maps a.b to a_b()).
@@ -281,7 +283,7 @@ class WatcherNotices:
         self._interval = interval
         self._sleep = sleep
         self._seq = -1
-        self._pending = asyncio.Event()
+        self._pending = Flag()
         self._closed = False
         self._task: asyncio.Future[None] | None = None
 

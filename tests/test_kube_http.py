@@ -169,19 +169,31 @@ async def test_no_cookie_of_one_request_goes_out_with_another():
 # The TLS read buffer.
 
 
+def tls_protocol(ws: aiohttp.ClientWebSocketResponse) -> Any:
+    """The asyncio TLS protocol of a WebSocket's connection (aiohttp's and asyncio's insides)."""
+    return ws._response.connection.transport._ssl_protocol
+
+
 def exec_read_buffer(ws: aiohttp.ClientWebSocketResponse) -> int:
-    """The read buffer of an exec WebSocket's TLS connection (aiohttp's and asyncio's insides)."""
-    protocol = ws._response.connection.transport._ssl_protocol
-    assert len(protocol._ssl_buffer) == protocol.get_buffer(-1).nbytes == protocol.max_size
-    return len(protocol._ssl_buffer)
+    """The size of the buffer a WebSocket's TLS connection reads the socket into."""
+    return int(tls_protocol(ws).get_buffer(-1).nbytes)
 
 
-async def test_an_exec_connection_reads_into_a_small_buffer(kubesim, sessions):
-    one = upstream()
-    sessions.append(one)
-    await one.connect()
-    stream = await one.open("main", ["sh"])
-    assert exec_read_buffer(stream._ws) == http.TLS_READ_BUFFER == 32 * 1024
+async def test_exec_connections_read_into_one_small_buffer_of_the_thread(kubesim, sessions):
+    streams = []
+    for _ in range(2):
+        one = upstream()
+        sessions.append(one)
+        await one.connect()
+        streams.append(await one.open("main", ["sh"]))
+    protocols = [tls_protocol(stream._ws) for stream in streams]
+    buffers = [protocol.get_buffer(-1) for protocol in protocols]
+
+    assert exec_read_buffer(streams[0]._ws) == http.TLS_READ_BUFFER == 32 * 1024
+    assert buffers[0].obj is buffers[1].obj  # one for both
+    assert [len(protocol._ssl_buffer) for protocol in protocols] == [0, 0]  # none of their own
+    elsewhere = await asyncio.to_thread(http._read_buffer)
+    assert elsewhere.obj is not buffers[0].obj  # another thread's loop has its own
 
 
 async def test_other_tls_connections_of_the_process_keep_asyncios_buffer(kubesim):
@@ -298,20 +310,30 @@ async def test_each_session_acts_with_its_own_headers_on_the_shared_client(kubes
 
 
 async def test_output_larger_than_the_read_buffer_arrives_whole(kubesim, sessions, tmp_path):
-    # kubesim's pods are processes of this host: the file is theirs to read.
-    data = os.urandom(1024 * 1024)
-    path = tmp_path / "random.bin"
-    path.write_bytes(data)
-    one = upstream()
-    sessions.append(one)
-    await one.connect()
-    stream = await one.open("main", ["sh", "-c", f"stty raw -echo; cat {path}"])
-    received = bytearray()
-    async with asyncio.timeout(30):
-        while not isinstance(status := await stream.receive(), ExecStatus):
-            received += status.data
-    assert status.code == 0
-    assert hashlib.sha256(received).hexdigest() == hashlib.sha256(data).hexdigest()
+    # Two sessions at once: their connections read through the same buffer.
+    # kubesim's pods are processes of this host: the files are theirs to read.
+    files = []
+    for number in range(2):
+        data = os.urandom(1024 * 1024)
+        path = tmp_path / f"random-{number}.bin"
+        path.write_bytes(data)
+        files.append((path, data))
+
+    async def cat(path: Path) -> tuple[ExecStatus, bytes]:
+        one = upstream()
+        sessions.append(one)
+        await one.connect()
+        stream = await one.open("main", ["sh", "-c", f"stty raw -echo; cat {path}"])
+        received = bytearray()
+        async with asyncio.timeout(30):
+            while not isinstance(status := await stream.receive(), ExecStatus):
+                received += status.data
+        return status, bytes(received)
+
+    results = await asyncio.gather(*(cat(path) for path, _ in files))
+    for (status, received), (_, data) in zip(results, files, strict=True):
+        assert status.code == 0
+        assert hashlib.sha256(received).hexdigest() == hashlib.sha256(data).hexdigest()
 
 
 # Under Daphne: closed at shutdown, once the sessions have ended.

@@ -21,6 +21,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from ..flag import Flag
 from .chain import frame_digest, genesis
 from .commands import CommandLine
 from .keyring import AuditKey, current_key
@@ -96,8 +97,8 @@ class Recorder:
         self.failure: BaseException | None = None
         self._queue: list[_Queued] = []
         self._commands: list[CommandLine] = []
-        self._wakeup = asyncio.Event()
-        self._space = asyncio.Event()
+        self._wakeup = Flag()
+        self._space = Flag()
         self._space.set()
         self._closing = False
         self._writer = asyncio.create_task(self._write_loop(), name=f"recorder {session_id}")

@@ -19,23 +19,30 @@ server registry's shutdown trigger calls :func:`close_clients` once the sessions
 (``terminals.servers.start_with_daphne``): the pooled connections are closed, not cut by the
 exit, and no "Unclosed client session" is left for aiohttp to report.
 
-**A TLS read buffer sized for terminals.** asyncio's TLS protocol
+**A TLS read buffer sized for terminals, shared.** asyncio's TLS protocol
 (``asyncio.sslproto.SSLProtocol``, the same on Python 3.11, 3.12 and 3.13) allocates a read
 buffer of ``max_size``, a class attribute of 256 KiB, for every connection as it is built, and
 reads the socket and the decrypted stream in chunks of that size. For an idle terminal that
 buffer was 253 of the 434 KiB it cost. The clients' connector builds each TLS connection with
-:class:`TerminalTLSProtocol`, the same protocol with a :data:`TLS_READ_BUFFER` buffer: asyncio's
-``create_connection(ssl=…)`` always builds its own class, so the connector opens the TCP
-connection with the TLS protocol as its protocol, which then does the handshake as it would
+:class:`TerminalTLSProtocol`, the same protocol reading in chunks of :data:`TLS_READ_BUFFER`:
+asyncio's ``create_connection(ssl=…)`` always builds its own class, so the connector opens the
+TCP connection with the TLS protocol as its protocol, which then does the handshake as it would
 have (``create_connection`` does exactly that, after building it). Per connection, so other TLS
 users of the process (a TLS Redis, say) keep asyncio's default; process-wide would have been
-one assignment to ``SSLProtocol.max_size``. Shrinking the buffer once the connection is made
-does not do: the 256 KiB buffers allocated meanwhile by many connects at once stay in the heap
-(100 sessions opened at once: 288-405 KiB per idle session, against 207-210 this way and 432
-before). Terminal output arrives in chunks of the PTY's size (a few KiB), and the exec's
-WebSocket frames are reassembled from reads of any size: a 64 MiB ``cat`` through Daphne cost
-the same Daphne CPU per MiB within the noise; a bare client reading kubesim's large frames
-spends a few per cent more CPU per MiB in its reads.
+one assignment to ``SSLProtocol.max_size``. Terminal output arrives in chunks of the PTY's size
+(a few KiB), and the exec's WebSocket frames are reassembled from reads of any size: a 64 MiB
+``cat`` through Daphne cost the same Daphne CPU per MiB within the noise; a bare client reading
+kubesim's large frames spends a few per cent more CPU per MiB in its reads.
+
+The buffer only holds a read between the socket and the TLS object: the transport asks for it
+(``get_buffer``), reads the socket into it and hands the bytes over (``buffer_updated``, whose
+first step copies them into the TLS object's incoming BIO), all in one call of the event loop,
+without yielding. So the connections of a thread share one buffer (:func:`_read_buffer`), and
+the one asyncio allocated as it built the protocol is let go at once, before any other
+connection can be built: an idle terminal's connection holds none (32 of the 180 KiB an idle
+session cost). Shrinking asyncio's buffer later would not do: the buffers allocated
+meanwhile by many connects at once stay in the heap (with 256 KiB ones, 100 sessions opened at
+once cost 288-405 KiB per idle session, against 207-210 with 32 KiB ones and 432 before).
 """
 
 from __future__ import annotations
@@ -43,7 +50,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from asyncio import sslproto
+import threading
+from asyncio import selector_events, sslproto
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -56,10 +64,45 @@ logger = logging.getLogger(__name__)
 TLS_READ_BUFFER = 32 * 1024
 
 
+class _ThreadBuffer(threading.local):
+    view: memoryview | None = None
+
+
+_thread_buffer = _ThreadBuffer()
+_NO_BUFFER = bytearray()
+
+
+def _read_buffer() -> memoryview:
+    """The calling thread's TLS read buffer, of :data:`TLS_READ_BUFFER` bytes, made on first use."""
+    view = _thread_buffer.view
+    if view is None:
+        view = _thread_buffer.view = memoryview(bytearray(TLS_READ_BUFFER))
+    return view
+
+
 class TerminalTLSProtocol(sslproto.SSLProtocol):
-    """asyncio's TLS protocol, reading into :data:`TLS_READ_BUFFER` bytes."""
+    """asyncio's TLS protocol, reading in chunks of :data:`TLS_READ_BUFFER` bytes into the
+    thread's shared read buffer."""
 
     max_size = TLS_READ_BUFFER
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Sharing needs reads that start and finish within one callback: a selector loop's.
+        # A proactor loop (Windows) reads into the buffer in the background, so each of its
+        # connections keeps a buffer of its own.
+        self._shares_buffer = isinstance(self._loop, selector_events.BaseSelectorEventLoop)
+        if self._shares_buffer:
+            # Let asyncio's own buffer of this connection go now; reads use the shared one.
+            self._ssl_buffer = _NO_BUFFER
+            self._ssl_buffer_view = _read_buffer()
+
+    def get_buffer(self, n: int) -> memoryview:
+        """The shared buffer, for one read; ``buffer_updated`` copies the bytes out of it."""
+        if not self._shares_buffer:
+            return super().get_buffer(n)
+        view = self._ssl_buffer_view = _read_buffer()  # the view buffer_updated reads
+        return view
 
 
 class ClusterConnector(aiohttp.TCPConnector):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
+
+from ..flag import Flag
 
 
 class FlowWindow:
@@ -22,7 +23,7 @@ class FlowWindow:
         self.size = size
         self.sent = 0
         self.acked = 0
-        self._open = asyncio.Event()
+        self._open = Flag()
         self._open.set()
         self._closed = False
 

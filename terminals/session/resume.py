@@ -36,6 +36,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
 
 from .. import live
+from ..flag import Flag
 from ..models import Frame, Resume, Session
 from ..permissions import ExecTarget
 
@@ -268,7 +269,7 @@ class RemoteBrowser:
         self.attach = attach
         self.position = 0
         self._outbox: deque[dict[str, Any]] = deque()
-        self._queued = asyncio.Event()
+        self._queued = Flag()
         self._task = asyncio.ensure_future(self._run())
         self._lease = lease
         self._on_silent = on_silent
