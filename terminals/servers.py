@@ -180,6 +180,7 @@ class ServerStore:
     reap: Callable[[], int] = reap
     close_session: Callable[..., object] = records.close_session
     flush_denials: Callable[[], None] = records.flush_denials
+    collect_garbage: Callable[[], object] = memory.collect  # on the loop: see memory
     give_back_memory: Callable[[], object] = memory.give_back
 
 
@@ -344,6 +345,7 @@ class ServerRegistry:
             logger.warning("Could not record the counts of refused connects", exc_info=True)
         if self._sessions_ended:
             self._sessions_ended = False
+            self.store.collect_garbage()
             await self._call(self.store.give_back_memory)
 
     async def _run(self, first_tick: asyncio.Future[None]) -> None:

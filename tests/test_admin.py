@@ -154,7 +154,7 @@ def test_the_session_page_lists_commands_a_page_at_a_time_in_constant_queries(
     with django_assert_max_num_queries(len(few.captured_queries)):
         page = superuser_client.get(url).content.decode()
     assert "Commands (3002)" in page and "page 1 of 31" in page
-    assert page.count('/replay/?command=') == 100
+    assert page.count("/replay/?command=") == 100
     # The second page's first command is the 101st of the replay's list: its index is 100.
     second = superuser_client.get(url + "?commands=2").content.decode()
     replay = f"/terminals/sessions/{recorded_session.pk}/replay/?command=100"

@@ -572,3 +572,13 @@ async def test_a_write_that_never_gets_a_thread_is_given_up_and_never_runs(monke
     busy.set()
     session_store.EXECUTOR.shutdown(wait=True)
     assert written == []  # the queued write was cancelled, not run late
+
+
+async def test_an_ended_session_lets_go_of_its_browser_exec_and_tasks(parts):
+    """The session and its consumer refer to each other: letting go frees what they hold by
+    reference counting rather than at Python's next full collection (terminals.memory)."""
+    session = await parts.started()
+    parts.stream.events.put_nowait(ExecStatus(0, "Success", ""))
+    await session.wait_ended()
+    assert session.browser is None
+    assert session._stream is None and session._supervisor is None

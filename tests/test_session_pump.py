@@ -282,3 +282,17 @@ async def test_delivered_gets_each_payload_with_where_it_was_stored():
     # A merged payload reports its last piece: the watchers' seq covers all of it.
     assert browser.delivered == [(b"one ", first), (b"two six ", last)]
     assert last == Stored(seq=3, last_in_row=False)
+
+
+async def test_a_pump_cancelled_with_output_waiting_lets_it_go_at_once():
+    pod, store, browser = FakeExec(), FakeRecorder(), FakeBrowser()
+    pod.prints(b"a" * 1000, b"b" * 1000)
+    pump = make_pump(pod, store, browser)
+    pumping = asyncio.create_task(pump.run())
+    await store.wait_for(2)  # read, and waiting for commits that never come
+    assert pump.undelivered == 2000
+    pumping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await pumping
+    # The read-ahead is not left to a reference cycle's collection.
+    assert pump.undelivered == 0 and not pump._outbox

@@ -30,6 +30,7 @@ from django.utils.translation import gettext as _
 from .. import protocol
 from ..audit.commands import CommandExtractor, CommandLine
 from ..audit.recorder import RESIZE, STDIN, AuditUnavailable, Stored
+from ..flag import Flag
 from ..kube.exec import ExecStatus, Output
 from ..protocol import Ack, ClientMessage, CloseCode, Resize, Stdin
 from .ending import (
@@ -145,7 +146,7 @@ class TerminalSession:
         self._flush_timeout = flush_timeout
         self._size_wait = size_wait
         self.size: tuple[int, int] | None = None
-        self._sized = asyncio.Event()
+        self._sized = Flag()
         self._stream: ExecPort | None = None
         self._exec_up = False
         self._early_input: deque[bytes] = deque()
@@ -154,7 +155,7 @@ class TerminalSession:
         self.screen = ScreenWorker(CommandExtractor(), self._add_commands, name=str(session_id))
         self.delivered_seq = -1  # the last output frame delivered (and given to the screen)
         self._supervisor: asyncio.Task[None] | None = None
-        self._ended = asyncio.Event()
+        self._ended = Flag()
         self._on_ended = on_ended  # told once the end is complete (the revoker forgets it)
         self._container: str | None = None
         self.containers: list[str] = []  # the pod's, once launched
@@ -162,7 +163,7 @@ class TerminalSession:
         # grace a detached session waits for one (0: a session ends with its socket).
         self.sent_bytes = 0
         self.resume_grace = resume_grace
-        self._attached = asyncio.Event()
+        self._attached = Flag()
         self._attached.set()
         self._port = asyncio.Lock()  # one sender at a time: output, or a resume's replay
         self._grace: asyncio.TimerHandle | None = None
@@ -200,6 +201,12 @@ class TerminalSession:
                 await self._tell_browser(ending)
         finally:
             self.state = State.ENDED
+            # The session and its consumer refer to each other, and its tasks to their
+            # exceptions: let go of the socket, the exec and the tasks, so that what they
+            # hold is freed now rather than at Python's next full collection.
+            self._browser = None
+            self._stream = None
+            self._supervisor = None
             self._ended.set()
             if self._on_ended is not None:
                 try:

@@ -18,6 +18,7 @@ from typing import Protocol
 from django.utils.translation import gettext
 
 from ..audit.recorder import STDOUT, AuditUnavailable, Stored
+from ..flag import Flag
 from ..kube.exec import ExecStatus, Output
 from ..protocol import CloseCode
 from .ending import AUDIT_DOWN, EndSession
@@ -56,8 +57,8 @@ class OutputPump:
         self.chunk = chunk
         # Output in reading order, each with its commit's future; the exit status last.
         self._outbox: deque[tuple[bytes, asyncio.Future[Stored]] | ExecStatus] = deque()
-        self._queued = asyncio.Event()
-        self._room = asyncio.Event()
+        self._queued = Flag()
+        self._room = Flag()
         self.undelivered = 0  # bytes read and not yet delivered
 
     async def run(self, first: Awaitable[Output | ExecStatus] | None = None) -> ExecStatus:
@@ -66,7 +67,15 @@ class OutputPump:
         ``first`` is a read already in flight (the launcher's); raises :class:`EndSession`
         when the store fails.
         """
-        _, status = await all_of(self._read(first), self._forward())
+        try:
+            _, status = await all_of(self._read(first), self._forward())
+        finally:
+            # A session that ends while output waits (cancelled, or its store failing) keeps
+            # this pump alive in a reference cycle (its tasks' CancelledError holds their
+            # frames) until Python's next full collection, which an idle process may not
+            # run for long: let the read-ahead go now, up to 4 MiB a session.
+            self._outbox.clear()
+            self.undelivered = 0
         assert isinstance(status, ExecStatus)
         return status
 
