@@ -6,8 +6,9 @@ Three measurements through the real stack (kubesim, a real Daphne, bash in a PTY
    a raw TTY (as in ``bench.measures.keystrokes``), first alone, then while another session
    of a 1000x1000 terminal sends an Enter every ``ENTER_INTERVAL`` seconds: (a) at an idle
    prompt, (b) while its shell prints base64 lines without end (so that every Enter finds
-   pyte work waiting); and, as a control, (c) the same Enters from an 80x24 terminal, which
-   is what any fast typist costs the others (audit commits, Daphne's framing).
+   pyte work waiting); and, as controls, (c) the same Enters from an 80x24 terminal, which
+   is what any fast typist costs the others (audit commits, Daphne's framing), and (d) the
+   same as (b) from an 80x24 terminal, which is what the endless output itself costs them.
 2. **A paste of many lines in one frame:** the command rows it leaves.
 3. **The admin's session page** of a session with 4,000 and 32,000 commands: time to answer
    (in this process, through Django's test client, on the same database) and SQL queries.
@@ -50,6 +51,9 @@ VARIANTS = [  # name, whether its shell prints without end, its size
     ("hostile_enters", False, HOSTILE_SIZE),
     ("hostile_enters_amid_output", True, HOSTILE_SIZE),
     ("control_enters_80x24", False, (80, 24)),
+    # The same as the second from a terminal of ordinary size: what the output costs the
+    # others, which is not the hostile size's doing (issue 10's stream beside typists).
+    ("control_enters_amid_output_80x24", True, (80, 24)),
 ]
 PASTE_LINES = 32000  # "#\r" each: 64,000 bytes, under MAX_FRAME_SIZE
 PAGE_SIZES = (4000, 32000)
