@@ -30,6 +30,8 @@ from functools import cache
 
 logger = logging.getLogger(__name__)
 
+SLOW_COLLECTION = 0.02  # seconds
+
 
 @cache
 def _malloc_trim() -> Callable[[int], int] | None:
@@ -50,7 +52,10 @@ def collect() -> int:
     """
     began = time.perf_counter()
     found = gc.collect()
-    logger.debug("Collected %d objects in %.1f ms", found, 1000 * (time.perf_counter() - began))
+    took = time.perf_counter() - began
+    # The collection holds the event loop: say so when it is long enough to be felt.
+    log = logger.info if took > SLOW_COLLECTION else logger.debug
+    log("Collected %d unreachable objects in %.1f ms", found, 1000 * took)
     return found
 
 
