@@ -1,13 +1,20 @@
 """Handing memory freed by ended sessions back to the system.
 
 Two things kept what a session had used after it ended (the hostile-client benchmark: 31 MiB
-still kept, of 34 grown, a heartbeat round after the clients had gone; 2 MiB now):
+still kept, of 34 grown, a heartbeat round after the clients had gone):
 
 - **Reference cycles.** A session's parts refer to each other (its consumer and itself,
-  callbacks bound to it, its tasks and their exceptions), so what an ended session held is
-  freed by Python's cyclic collector, not at once, and a process that is idle after a burst
-  may not run a full collection for a long time. The output pump lets its read-ahead go as it
-  stops and the session lets go of its socket and exec; :func:`collect` frees the rest.
+  callbacks bound to it, its tasks and their exceptions), so what an ended session held waits
+  for Python's cyclic collector, and a process that is idle after a burst may not run a full
+  collection for a long time. The output pump lets its read-ahead go (up to 4 MiB) as it stops
+  and an ended session lets go of its socket and exec, so the bulk is freed at once;
+  :func:`collect` frees the rest. A full collection holds the event loop for as long as it
+  takes, which grows with the objects alive: run blindly after every burst of ends it cost
+  the bench's typists a p99 of 85 ms. So the objects of the process's start (Django, the
+  modules: most of what there is) are frozen out of collections as Daphne starts
+  (:func:`freeze_startup`), and the registry collects only while the process serves few
+  sessions (a quiet process: a few milliseconds); a busy process leaves it to Python's own
+  collector, which its allocations run often.
 - **glibc's heap.** Python frees, but ``malloc`` keeps the pages of freed heap memory for later
   allocations (they stay in the process's RSS). ``malloc_trim(0)`` (:func:`give_back`) returns
   the free pages of every arena to the system.
@@ -30,7 +37,7 @@ from functools import cache
 
 logger = logging.getLogger(__name__)
 
-SLOW_COLLECTION = 0.02  # seconds
+SLOW_COLLECTION = 0.02  # seconds a collection may hold the loop before it is logged
 
 
 @cache
@@ -45,6 +52,12 @@ def _malloc_trim() -> Callable[[int], int] | None:
     return trim
 
 
+def freeze_startup() -> None:
+    """Keep what exists now (the process's start) out of later collections (``gc.freeze``)."""
+    gc.collect()
+    gc.freeze()
+
+
 def collect() -> int:
     """Free the reference cycles that ended sessions left; returns the objects found.
 
@@ -53,7 +66,6 @@ def collect() -> int:
     began = time.perf_counter()
     found = gc.collect()
     took = time.perf_counter() - began
-    # The collection holds the event loop: say so when it is long enough to be felt.
     log = logger.info if took > SLOW_COLLECTION else logger.debug
     log("Collected %d unreachable objects in %.1f ms", found, 1000 * took)
     return found

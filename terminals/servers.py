@@ -64,6 +64,9 @@ EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="terminals-serve
 #: Rows of servers that have been dead this long and never held a session are deleted by reap().
 FORGET_AFTER = dt.timedelta(days=7)
 
+# A process serving at most this many sessions collects reference cycles after sessions end
+# (terminals.memory): quiet, it takes milliseconds; busier, Python's own collector runs often.
+QUIET_SESSIONS = 64
 _CHUNK = 500  # session ids per query, well under every database's limit on parameters
 
 #: Called when a tracked session is found ended in the store; may return an awaitable.
@@ -345,7 +348,8 @@ class ServerRegistry:
             logger.warning("Could not record the counts of refused connects", exc_info=True)
         if self._sessions_ended:
             self._sessions_ended = False
-            self.store.collect_garbage()
+            if len(self._tracked) <= QUIET_SESSIONS:
+                self.store.collect_garbage()
             await self._call(self.store.give_back_memory)
 
     async def _run(self, first_tick: asyncio.Future[None]) -> None:
@@ -471,6 +475,7 @@ def start_with_daphne(reactor: Any = None) -> None:
         reactor = installed
 
     def start() -> None:
+        memory.freeze_startup()  # what the process started with is never garbage
         registry().start()
 
     async def stop_serving() -> None:

@@ -355,10 +355,23 @@ async def test_memory_is_given_back_once_after_sessions_end(registry, fake, cloc
     registry.untrack(second)
     await ticks_at(registry, clock, 15)
     assert fake.memory_given_back == 1  # once for both
-    # Cycles are collected first, so that what they held is among the pages trimmed.
+    # Cycles are collected first (a quiet process), so that what they held is trimmed too.
     assert fake.memory_steps == ["collect", "trim"]
     await ticks_at(registry, clock, 30)
     assert fake.memory_given_back == 1
+
+
+async def test_a_busy_process_leaves_cycles_to_pythons_collector(registry, fake, clock):
+    from terminals.servers import QUIET_SESSIONS
+
+    for _ in range(QUIET_SESSIONS + 1):
+        registry.track(uuid.uuid4(), lambda: None)
+    ending = uuid.uuid4()
+    registry.track(ending, lambda: None)
+    await ticks_at(registry, clock, 0)
+    registry.untrack(ending)
+    await ticks_at(registry, clock, 15)
+    assert fake.memory_steps == ["trim"]  # no collection holding the loop of a busy process
 
 
 def test_giving_memory_back_works_here():
