@@ -274,6 +274,13 @@ class TerminalConsumer(live.ResilientConsumer):
             await admission.record_denial(found.target, CloseCode.FORBIDDEN, message)
             await self._refuse(Ending.of(CloseCode.FORBIDDEN, message))
             return None
+        try:
+            # The login session the resume comes with must pass REQUIRE_MFA as the one the
+            # terminal was opened with did (another tab's, a new login's may not).
+            await admission.second_factor()
+        except EndSession as end:
+            await self._refuse(end.ending)
+            return None
         return found
 
     async def _relay(self, session_id: uuid.UUID, offset: int, ready: str) -> None:

@@ -121,12 +121,22 @@ def requirement(
 
     Call it after the permission check: step-up reads the rules that grant ``target``.
     """
-    config = get_config()
-    if config["REQUIRE_MFA"] and not session_verified(session, user):
-        return Requirement(Need.VERIFY if has_totp_device(user) else Need.ENROL)
+    need = second_factor_requirement(session, user)
+    if need is not None:
+        return need
     minutes = step_up_minutes(user, target)
     if minutes is not None and not authenticated_within(session, minutes * 60, now):
         return Requirement(Need.STEP_UP, minutes)
+    return None
+
+
+def second_factor_requirement(session: Mapping[str, Any], user: Any) -> Requirement | None:
+    """What ``REQUIRE_MFA`` still asks of the login session, if anything.
+
+    A resume asks only this: step-up is for opening a shell, not for coming back to one.
+    """
+    if get_config()["REQUIRE_MFA"] and not session_verified(session, user):
+        return Requirement(Need.VERIFY if has_totp_device(user) else Need.ENROL)
     return None
 
 

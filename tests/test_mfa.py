@@ -393,3 +393,31 @@ def test_require_mfa_needs_django_otp_installed(settings):
     assert "django_otp, django_otp.plugins.otp_totp, django_otp.plugins.otp_static" in message.msg
     settings.TERMINALS = {"CLUSTERS": {"a": {"in_cluster": True}}}
     assert check_settings() == []  # without REQUIRE_MFA the app runs without django-otp
+
+
+async def test_a_resume_asks_the_second_factor_of_the_login_session_it_comes_with(kubesim, alice):
+    from tests.fixtures.terminal_client import TerminalClient, run_line, say
+    from tests.test_resume import detached_record, resume_path
+
+    device = await database_sync_to_async(totp_device)(alice)
+    unverified = await database_sync_to_async(login_session)(alice)
+    verified = await database_sync_to_async(login_session)(
+        alice, otp_device_id=device.persistent_id
+    )
+    env = daphne_environment(kubesim)
+    env["WEBSHELL_TEST_TERMINALS"] = json.dumps({"REQUIRE_MFA": True, "RESUME_GRACE": 60})
+    with run_daphne(env) as server:
+        client = await TerminalClient.connect(server.ws_url, WS, verified.session_key)
+        ready = await client.until_message("ready")
+        await client.drop()
+        await detached_record(ready["session"])
+        path = resume_path(WS, ready["resume"], len(client.output))
+        # The same user, with a login session of another tab that gave no code.
+        async with terminal(server, path, unverified.session_key, size=None) as refused:
+            assert await refused.until_closed() == 4403
+            assert refused.messages[-1]["code"] == "mfa_required"
+        async with terminal(server, path, verified.session_key, size=None) as resumed:
+            again = await resumed.until_message("ready")
+            assert again["resumed"] and again["session"] == ready["session"]
+            await run_line(resumed, say("BACK"), "BACK")  # the shell is this page's again
+    assert [code for code, _, _ in await denials()] == ["mfa_required"]

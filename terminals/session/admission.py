@@ -177,6 +177,14 @@ class Admission:
         headers: list[tuple[str, str]] | None = await self._store(self._permitted, target)
         return headers
 
+    async def second_factor(self) -> None:
+        """Refuse a login session that ``REQUIRE_MFA`` does not accept (a resume's check);
+        raises :class:`EndSession` (the denial recorded)."""
+        need: mfa.Requirement | None = await self._store(self._second_factor)
+        if need is not None:
+            await self.record_denial(self.target, CloseCode.FORBIDDEN, need.message, need.word)
+            raise EndSession(CloseCode.FORBIDDEN, need.message, need.word)
+
     async def record_denial(
         self, target: ExecTarget, code: CloseCode, message: str, word: str = ""
     ) -> None:
@@ -208,6 +216,10 @@ class Admission:
         # user); a scope without one has proved nothing.
         session = self.scope.get("session")
         return mfa.requirement({} if session is None else session, self.scope["user"], target)
+
+    def _second_factor(self) -> mfa.Requirement | None:
+        session = self.scope.get("session")
+        return mfa.second_factor_requirement({} if session is None else session, self.scope["user"])
 
     def _give_up(self) -> None:
         """Admission failed while opening the record: end the record if it was saved anyway."""
