@@ -277,7 +277,7 @@ class TerminalConsumer(live.ResilientConsumer):
         try:
             # The login session the resume comes with must pass REQUIRE_MFA as the one the
             # terminal was opened with did (another tab's, a new login's may not).
-            await admission.second_factor()
+            await admission.second_factor(found.target)
         except EndSession as end:
             await self._refuse(end.ending)
             return None

@@ -128,3 +128,54 @@ def test_a_session_that_cannot_be_resumed_offers_a_new_one(page: Page, kubesim: 
             assert wait_connected(page, session) != session
         finally:
             proxy.close()
+
+
+def test_a_resume_refused_for_a_second_factor_keeps_the_session_for_after_it(
+    page: Page, kubesim: Any
+) -> None:
+    """With REQUIRE_MFA, a resume coming with a login session no longer verified is refused
+    (mfa_required); the page keeps the session's token, and once the login session is verified
+    again, Reconnect brings the same shell back."""
+    from django.contrib.sessions.backends.db import SessionStore
+
+    from terminals import mfa
+    from tests.test_browser import staff_user
+    from tests.test_mfa import login_session, totp_device
+
+    user = staff_user("mia")
+    device = totp_device(user)
+    login = login_session(user, **{mfa.OTP_DEVICE: device.persistent_id})
+
+    def verified(yes: bool) -> None:
+        store = SessionStore(session_key=login.session_key)
+        if yes:
+            store[mfa.OTP_DEVICE] = device.persistent_id
+        else:
+            store.pop(mfa.OTP_DEVICE, None)
+        store.save()
+
+    with resuming_daphne(kubesim, REQUIRE_MFA=True) as server:
+        proxy = CuttableProxy(server.port)
+        try:
+            page.context.add_cookies(
+                [{"name": "sessionid", "value": login.session_key, "url": proxy.url}]
+            )
+            page.goto(proxy.url + TERMINAL)
+            session = wait_connected(page)
+            page.locator("#terminal .xterm").click()
+            run(page, "cd /tmp && echo mia-$((6*7))", "mia-42")
+            with proxy.down():
+                page.wait_for_function("terminalApp.state === 'reconnecting'")
+                verified(False)  # e.g. the device was removed from the account meanwhile
+            expect(page.locator("#terminal-ended-reason")).to_contain_text("second factor")
+            reconnect = page.locator("#terminal-reconnect")
+            expect(reconnect).to_be_visible()
+            assert Session.objects.get(pk=session).ended_at is None  # it waits out its grace
+            verified(True)
+            reconnect.click()
+            page.wait_for_function("terminalApp.state === 'connected' && terminalApp.resumes >= 1")
+            assert page.evaluate("terminalApp.session") == session
+            page.locator("#terminal .xterm").click()
+            run(page, "pwd", "/tmp")  # the same shell
+        finally:
+            proxy.close()

@@ -88,9 +88,9 @@ class TerminalTLSProtocol(sslproto.SSLProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # Sharing needs reads that start and finish within one callback: a selector loop's.
-        # A proactor loop (Windows) reads into the buffer in the background, so each of its
-        # connections keeps a buffer of its own.
+        # Sharing needs the buffer filled and handed over within one callback, as a selector
+        # loop does (a proactor loop does too, from a buffer of its own transport); other loops
+        # are not relied on, and their connections keep a buffer each.
         self._shares_buffer = isinstance(self._loop, selector_events.BaseSelectorEventLoop)
         if self._shares_buffer:
             # Let asyncio's own buffer of this connection go now; reads use the shared one.

@@ -177,12 +177,12 @@ class Admission:
         headers: list[tuple[str, str]] | None = await self._store(self._permitted, target)
         return headers
 
-    async def second_factor(self) -> None:
-        """Refuse a login session that ``REQUIRE_MFA`` does not accept (a resume's check);
-        raises :class:`EndSession` (the denial recorded)."""
+    async def second_factor(self, target: ExecTarget) -> None:
+        """Refuse a login session that ``REQUIRE_MFA`` does not accept (a resume's check, of
+        the session on ``target``); raises :class:`EndSession` (the denial recorded)."""
         need: mfa.Requirement | None = await self._store(self._second_factor)
         if need is not None:
-            await self.record_denial(self.target, CloseCode.FORBIDDEN, need.message, need.word)
+            await self.record_denial(target, CloseCode.FORBIDDEN, need.message, need.word)
             raise EndSession(CloseCode.FORBIDDEN, need.message, need.word)
 
     async def record_denial(

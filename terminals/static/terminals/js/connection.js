@@ -18,6 +18,9 @@ const HELD_INPUT = 64 * 1024; // keystrokes held while reconnecting, at most
 // Errors after which the session still waits: another process holds it and the channel layer
 // is down (1013); the page tries again with its token.
 const RETRYABLE = new Set(["live_unavailable"]);
+// Refusals of a resume that the person can meet and come back from (a second factor given in
+// this login session, after a reload): the session waits out its grace, so its token is kept.
+const MEETABLE = new Set(["mfa_required"]);
 
 export const CLOSE_REASONS = {
   1000: gettext("The session ended."),
@@ -176,7 +179,9 @@ export class TerminalConnection {
       } else if (message.type === "exit" || message.type === "error") {
         this.live = false;
         // The session waits, but this server cannot reach it now: try again (with the token).
-        if (!RETRYABLE.has(message.code)) this.forget();
+        const keep = RETRYABLE.has(message.code)
+          || (generation.resuming && MEETABLE.has(message.code));
+        if (!keep) this.forget();
       } else {
         this.callbacks.message(message);
       }
@@ -187,6 +192,11 @@ export class TerminalConnection {
       const wasLive = this.live;
       this.live = false;
       const last = generation.lastMessage;
+      if (generation.resuming && last?.type === "error" && MEETABLE.has(last.code)) {
+        // Not over: once the need is met (a reload goes through it), Reconnect resumes.
+        this.callbacks.ended(last.message, { code: event.code, message: last, resumable: true });
+        return;
+      }
       const final = this.over || last?.type === "exit"
         || (last?.type === "error" && !RETRYABLE.has(last.code));
       if (!final && this.load() && (wasLive || generation.resuming)) {
