@@ -169,6 +169,17 @@ async def test_no_cookie_of_one_request_goes_out_with_another():
 # The TLS read buffer.
 
 
+async def open_execs(sessions: list[Any], count: int) -> list[Any]:
+    """``count`` execs of ``sh``, each through an upstream of its own (closed by ``sessions``)."""
+    streams = []
+    for _ in range(count):
+        one = upstream()
+        sessions.append(one)
+        await one.connect()
+        streams.append(await one.open("main", ["sh"]))
+    return streams
+
+
 def tls_protocol(ws: aiohttp.ClientWebSocketResponse) -> Any:
     """The asyncio TLS protocol of a WebSocket's connection (aiohttp's and asyncio's insides)."""
     return ws._response.connection.transport._ssl_protocol
@@ -180,12 +191,7 @@ def exec_read_buffer(ws: aiohttp.ClientWebSocketResponse) -> int:
 
 
 async def test_exec_connections_read_into_one_small_buffer_of_the_thread(kubesim, sessions):
-    streams = []
-    for _ in range(2):
-        one = upstream()
-        sessions.append(one)
-        await one.connect()
-        streams.append(await one.open("main", ["sh"]))
+    streams = await open_execs(sessions, 2)
     protocols = [tls_protocol(stream._ws) for stream in streams]
     buffers = [protocol.get_buffer(-1) for protocol in protocols]
 
@@ -270,12 +276,7 @@ async def sessions(kubesim_settings):
 async def test_ending_a_session_closes_its_exec_and_its_connection_only(kubesim, sessions):
     pid = os.getpid()
     before = established(pid, kubesim.port)
-    streams = []
-    for _ in range(3):
-        one = upstream()
-        sessions.append(one)
-        await one.connect()
-        streams.append(await one.open("main", ["sh"]))
+    streams = await open_execs(sessions, 3)
     await until_established(pid, kubesim.port, before + 3)
     client = await http.client_for("kubesim")
 

@@ -101,8 +101,7 @@ class TerminalTLSProtocol(sslproto.SSLProtocol):
         """The shared buffer, for one read; ``buffer_updated`` copies the bytes out of it."""
         if not self._shares_buffer:
             return super().get_buffer(n)
-        view = self._ssl_buffer_view = _read_buffer()  # the view buffer_updated reads
-        return view
+        return self._ssl_buffer_view  # the thread's, set as the protocol was built
 
 
 class ClusterConnector(aiohttp.TCPConnector):

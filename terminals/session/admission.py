@@ -211,15 +211,17 @@ class Admission:
             return None
         return impersonation_headers(user)  # reads the user's groups: here, once
 
-    def _requirement(self, target: ExecTarget) -> mfa.Requirement | None:
+    def _login_session(self) -> Mapping[str, Any]:
         # Channels' SessionMiddleware gives the login session (loaded already, to find the
         # user); a scope without one has proved nothing.
         session = self.scope.get("session")
-        return mfa.requirement({} if session is None else session, self.scope["user"], target)
+        return {} if session is None else session
+
+    def _requirement(self, target: ExecTarget) -> mfa.Requirement | None:
+        return mfa.requirement(self._login_session(), self.scope["user"], target)
 
     def _second_factor(self) -> mfa.Requirement | None:
-        session = self.scope.get("session")
-        return mfa.second_factor_requirement({} if session is None else session, self.scope["user"])
+        return mfa.second_factor_requirement(self._login_session(), self.scope["user"])
 
     def _give_up(self) -> None:
         """Admission failed while opening the record: end the record if it was saved anyway."""
