@@ -134,11 +134,16 @@ async def test_a_batch_is_smaller_while_the_writer_is_shared(session_id, monkeyp
     recorder = Recorder(session_id, writer=writer)
     first = await recorder.submit(STDIN, b"cat big\r")
     await asyncio.to_thread(writes.entered.wait, 10)
-    chunks = [await recorder.submit(STDOUT, b"x" * MAX_ROW) for _ in range(4)]
+    # PTY-sized reads: a batch of SHARED_BATCH bytes is one stored row of several of them.
+    read = SHARED_BATCH // 4
+    chunks = [await recorder.submit(STDOUT, b"x" * read) for _ in range(12)]
     writes.gate.set()
     await asyncio.gather(first, *chunks)
     await recorder.close()
-    assert writes.sizes == [1] + [SHARED_BATCH // MAX_ROW] * 4
+    assert writes.sizes == [1, 1, 1, 1]
+    rows = [len(row.data) async for row in Frame.objects.filter(session_id=session_id, seq__gt=0).order_by("seq")]
+    assert rows == [SHARED_BATCH] * 3
+    assert SHARED_BATCH < MAX_ROW  # else the rows would say nothing of the batches
 
 
 async def test_memory_is_bounded_the_reader_waits_for_the_store(session_id, monkeypatch):

@@ -34,11 +34,14 @@ logger = logging.getLogger(__name__)
 STDIN, STDOUT, RESIZE = "i", "o", "r"
 MAX_ROW = 64 * 1024  # bytes of output merged into one stored row at most
 # Bytes of one session's batch at most (at least one frame): alone, and while the process's
-# writer is shared with other sessions (GroupWriter.shared). A streaming session's commit then
-# holds others' keystrokes for about a millisecond, not for its whole read-ahead: beside 20
-# typists the stream slows (SQLite 89 -> 47 MiB/s) and their p99 moves 2.9x instead of 9x.
+# writer is shared with other sessions (GroupWriter.shared). A streaming session keeps the
+# writer busy commit after commit, so others' keystrokes wait for one of its commits, twice (in
+# and out): the smaller its batches, the shorter that wait. Beside 20 typists at 5 keys/s
+# (bench.load, 2026-12-07) their p99 moved 9x with the whole read-ahead in one commit, 2.5x
+# with 64 KiB (SQLite; the stream at 23 MiB/s), and 1.9x (SQLite) / 1.6x (PostgreSQL) with
+# 16 KiB, the stream at 10 and 6 MiB/s while they type; 8 KiB gave 1.3x for 5 MiB/s.
 MAX_BATCH = 512 * 1024
-SHARED_BATCH = 64 * 1024
+SHARED_BATCH = 16 * 1024
 
 
 class AuditUnavailable(Exception):
