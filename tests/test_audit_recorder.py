@@ -141,7 +141,8 @@ async def test_a_batch_is_smaller_while_the_writer_is_shared(session_id, monkeyp
     await asyncio.gather(first, *chunks)
     await recorder.close()
     assert writes.sizes == [1, 1, 1, 1]
-    rows = [len(row.data) async for row in Frame.objects.filter(session_id=session_id, seq__gt=0).order_by("seq")]
+    output = Frame.objects.filter(session_id=session_id, seq__gt=0).order_by("seq")
+    rows = [len(row.data) async for row in output]
     assert rows == [SHARED_BATCH] * 3
     assert SHARED_BATCH < MAX_ROW  # else the rows would say nothing of the batches
 
