@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import IntegrityError, OperationalError, connection, connections
+from django.db import IntegrityError, OperationalError, connection, connections, transaction
 
 from terminals.audit import store, writes
 from terminals.audit import writer as writer_module
@@ -405,22 +405,32 @@ async def test_one_commit_carries_several_sessions_and_refuses_only_the_ended_on
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks: PostgreSQL only")
-async def test_an_end_waits_for_a_commit_in_flight_and_seals_its_frames(session_id, monkeypatch):
-    """The commit holds the session's row FOR KEY SHARE; the end's FOR UPDATE waits for it."""
+async def test_an_end_waits_for_a_commit_in_flight_and_seals_its_frames(session_id):
+    """The commit holds the session's row FOR KEY SHARE; the end's FOR UPDATE waits for it.
+
+    The commit is held in flight, its lock taken, by another transaction inserting the same
+    frame (seq 0) uncommitted: the commit's insert waits to see whether that one commits."""
     from terminals import records
 
-    inserting, release = threading.Event(), threading.Event()
-    real = writes._insert_frames
+    inserted, release = threading.Event(), threading.Event()
 
-    def slow_insert(batches):
-        inserting.set()
-        release.wait(10)
-        real(batches)
+    def same_frame_uncommitted() -> None:
+        try:
+            with transaction.atomic():
+                Frame.objects.create(
+                    session_id=session_id, seq=0, offset_us=0, direction="i", data=b"", digest=""
+                )
+                inserted.set()
+                release.wait(10)
+                transaction.set_rollback(True)
+        finally:
+            connections.close_all()  # this thread's own connection
 
-    monkeypatch.setattr(writes, "_insert_frames", slow_insert)
+    blocker = threading.Thread(target=same_frame_uncommitted)
+    blocker.start()
+    await asyncio.to_thread(inserted.wait, 10)
     recorder = Recorder(session_id, writer=GroupWriter(in_flight=1))
     done = await recorder.submit(STDIN, b"ls\r")
-    await asyncio.to_thread(inserting.wait, 10)
 
     def end() -> bool:
         try:
@@ -428,23 +438,27 @@ async def test_an_end_waits_for_a_commit_in_flight_and_seals_its_frames(session_
         finally:
             connections.close_all()  # this thread's own connection
 
-    ending = asyncio.ensure_future(asyncio.to_thread(end))
-
-    def waiting_on_a_lock() -> bool:
+    def waiting_on_locks() -> int:
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
                 " AND wait_event_type = 'Lock'"
             )
-            return cursor.fetchone()[0] > 0
+            return int(cursor.fetchone()[0])
 
-    for _ in range(500):  # polling another process's state: there is no event to await
-        if await sync_to_async(waiting_on_a_lock)():
-            break
-        await asyncio.sleep(0.02)
-    else:
-        pytest.fail("the end never waited for the commit's lock")
+    async def until_waiting(count: int) -> None:
+        for _ in range(500):  # polling another process's state: there is no event to await
+            if await sync_to_async(waiting_on_locks)() >= count:
+                return
+            await asyncio.sleep(0.02)
+        pytest.fail(f"fewer than {count} sessions ever waited for a lock")
+
+    await until_waiting(1)  # the commit, its session's row locked, waits on the blocker
+    ending = asyncio.ensure_future(asyncio.to_thread(end))
+    await until_waiting(2)  # and the end waits too
+    assert not done.done()
     release.set()
+    await asyncio.to_thread(blocker.join, 10)
     await done  # the frame committed, before the end
     assert await ending
     await recorder.close()

@@ -225,7 +225,7 @@ async def test_a_second_failure_ends_the_recording_on_postgresql(session_id, poo
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
 
-    monkeypatch.setattr(writes, "_insert_frames", die)
+    monkeypatch.setattr(writes, "_write_postgresql", die)
     with pytest.raises(AuditUnavailable):
         await recorder.record(STDIN, b"lost\r")
     assert len(attempts) == 2  # tried, then retried once

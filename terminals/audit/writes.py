@@ -1,27 +1,36 @@
-"""One group commit, synchronously: the frames and commands of several sessions in one transaction.
+"""One group commit, synchronously: the frames and commands of several sessions at once.
 
 Called on the group writer's threads (``writer.py``), each with its own connection, prepared
 by ``store.prepare_connection`` (statement timeout, application name, periodic health check).
 
-Frames go through the driver, not the ORM, because this is the hot path (two commits per
-keystroke): on PostgreSQL one ``COPY … FROM STDIN (FORMAT BINARY)`` for the whole group (psycopg
-sends the rows as binary, no SQL text is built per row); elsewhere one ``executemany``. Commands
-(one per Enter) use the ORM.
+This is the hot path (two commits per keystroke), so it goes through the driver, not the ORM.
+
+- **PostgreSQL: one statement** (:func:`_postgresql_statement`), in autocommit, so atomic on its
+  own: it finds the sessions that have not ended and locks them, inserts the frames and commands
+  of those sessions only (parameters are arrays, sent as binary, spread by ``unnest``), and
+  returns the sessions it found. One round trip instead of the five a transaction took (begin,
+  check, ``COPY``'s two, commit): on the bench's machine (2026-12-07) a one-frame commit costs
+  the writer's thread 0.14 ms of CPU and 0.65 ms of wall time instead of 0.44 and 1.0, a commit
+  of 50 sessions' keystrokes 0.39 ms of CPU instead of 0.80, and 512 KiB of output 0.55
+  instead of 0.70 (``COPY``).
+- **SQLite: one transaction** (``IMMEDIATE``, as the project opens them): the check, one
+  ``executemany`` of the frames, the commands through the ORM.
 
 A session that has ended (its seal covers its frames) or is gone gets nothing written: its batch
 is refused and the other sessions' batches are written. On PostgreSQL the check takes a ``FOR KEY
-SHARE`` lock on the live sessions' rows, the lock the frames' foreign key takes anyway, so the
-check and the inserts are one step for ``records.close_session``, which holds the row ``FOR
-UPDATE``: either this commit lands before the end, and the end counts and seals its frames, or
-the end lands first and this commit refuses the session. On SQLite writers are serialised (the
-project opens transactions ``IMMEDIATE``; in WAL mode a stale read also fails the write).
+SHARE`` lock on the live sessions' rows, the lock the frames' foreign key takes anyway, before any
+row goes in, so the check and the inserts are one step for ``records.close_session``, which holds
+the row ``FOR UPDATE``: either this commit lands before the end, and the end counts and seals its
+frames, or the end lands first and this commit refuses the session. On SQLite writers are
+serialised (in WAL mode a stale read also fails the write).
 
-The session's counters and head are no longer updated per commit: the end computes them from the
+The session's counters and head are not updated per commit: the end computes them from the
 stored frames, exactly (``store.totals``), once.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Sequence
@@ -29,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection, transaction
+from django.db.models import Model
 
 from ..models import Command, Frame, Session
 from .commands import CommandLine
@@ -36,10 +46,27 @@ from .store import PendingFrame, after_error, landed, prepare_connection
 
 logger = logging.getLogger(__name__)
 
-FRAME_COLUMNS = ("session", "seq", "offset_us", "direction", "data", "digest")
-# The binary COPY format of each column, in FRAME_COLUMNS order.
-COPY_TYPES = ("uuid", "int8", "int8", "text", "bytea", "text")
 REFUSED = "the session has ended, or is gone from the audit store"
+
+# The columns written, each with its PostgreSQL array element type.
+FRAME_COLUMNS = (
+    ("session", "uuid"),
+    ("seq", "int8"),
+    ("offset_us", "int8"),
+    ("direction", "text"),
+    ("data", "bytea"),
+    ("digest", "text"),
+)
+COMMAND_COLUMNS = (
+    ("session", "uuid"),
+    ("offset_us", "int8"),
+    ("line", "text"),
+    ("text", "text"),
+    ("typed", "text"),
+    ("echoed", "bool"),
+    ("mismatch", "bool"),
+    ("kind", "text"),
+)
 
 
 @dataclass(frozen=True)
@@ -56,7 +83,7 @@ class SessionBatch:
 
 
 def write_group(batches: Sequence[SessionBatch], *, retry: bool = False) -> dict[uuid.UUID, str]:
-    """Commit the batches (at most one per session) in one transaction.
+    """Commit the batches (at most one per session) at once.
 
     Returns the sessions whose batch was refused, with why. With ``retry`` (after a lost
     connection) the group is written on a new connection, leaving out each batch the failed
@@ -64,22 +91,109 @@ def write_group(batches: Sequence[SessionBatch], *, retry: bool = False) -> dict
     """
     try:
         prepare_connection(fresh=retry)
-        with transaction.atomic():
-            live = _lock_live_sessions([batch.session_id for batch in batches])
-            refused = {b.session_id: REFUSED for b in batches if b.session_id not in live}
-            todo = [batch for batch in batches if batch.session_id in live]
-            if retry:
-                todo = [b for b in todo if not landed(b.session_id, b.frames, b.commands)]
-            _insert_frames(todo)
-            _insert_commands(todo)
-        return refused
+        if connection.vendor == "postgresql":
+            todo = _not_landed(batches) if retry else batches
+            live = _write_postgresql([batch.session_id for batch in batches], todo)
+        else:
+            with transaction.atomic():
+                live = _live_sessions([batch.session_id for batch in batches])
+                todo = [batch for batch in batches if batch.session_id in live]
+                if retry:
+                    todo = _not_landed(todo)
+                _insert_frames(todo)
+                _insert_commands(todo)
+        return {batch.session_id: REFUSED for batch in batches if batch.session_id not in live}
     except Exception as exc:
         after_error(exc)
         raise
 
 
-def _lock_live_sessions(session_ids: list[uuid.UUID]) -> set[uuid.UUID]:
-    """The sessions among ``session_ids`` that have not ended, locked against an end."""
+def _not_landed(batches: Sequence[SessionBatch]) -> list[SessionBatch]:
+    return [b for b in batches if not landed(b.session_id, b.frames, b.commands)]
+
+
+def _write_postgresql(
+    session_ids: list[uuid.UUID], batches: Sequence[SessionBatch]
+) -> set[uuid.UUID]:
+    """Write the batches' rows of the sessions among ``session_ids`` that have not ended, in
+    one statement; return those sessions."""
+    import psycopg
+
+    frames = _columns(
+        len(FRAME_COLUMNS),
+        (
+            (batch.session_id, f.seq, f.offset_us, f.direction, f.data, f.digest)
+            for batch in batches
+            for f in batch.frames
+        ),
+    )
+    commands = _columns(
+        len(COMMAND_COLUMNS),
+        (
+            (batch.session_id, c.offset_us, c.line, c.text, c.typed, c.echoed, c.mismatch, c.kind)
+            for batch in batches
+            for c in batch.commands
+        ),
+    )
+    with_commands = bool(commands[0])
+    connection.ensure_connection()
+    # A cursor of the driver's own: Django's binds parameters on the client, as SQL text, in
+    # which arrays of bytes cost ten times their size in CPU; this one sends them as binary.
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(
+            _postgresql_statement(with_commands),
+            [session_ids, *frames, *(commands if with_commands else [])],
+            binary=True,
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+def _columns(count: int, rows: Any) -> list[list[Any]]:
+    columns: list[list[Any]] = [[] for _ in range(count)]
+    for row in rows:
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    return columns
+
+
+@functools.cache
+def _postgresql_statement(with_commands: bool) -> str:
+    """The sessions not ended, locked as ``close_session``'s lock waits for (``MATERIALIZED``:
+    found and locked once, before a row goes in); the frames (and commands) of those sessions;
+    the sessions found. Parameters: the session ids, then one array per column (``%b``: binary).
+    Most commits carry no command (one comes with an Enter), and an empty insert of commands
+    would cost each a third more."""
+    quote = connection.ops.quote_name
+    pk = quote(_column(Session, "id"))
+    commands = f", commands AS ({_insert_from_arrays(Command, COMMAND_COLUMNS, pk)})"
+    return (
+        f"WITH live AS MATERIALIZED (SELECT {pk} FROM {quote(Session._meta.db_table)}"
+        f" WHERE {pk} = ANY(%b::uuid[]) AND ended_at IS NULL FOR KEY SHARE),"
+        f" frames AS ({_insert_from_arrays(Frame, FRAME_COLUMNS, pk)})"
+        f"{commands if with_commands else ''}"
+        f" SELECT {pk} FROM live"
+    )
+
+
+def _insert_from_arrays(model: type[Model], columns: Sequence[tuple[str, str]], pk: str) -> str:
+    """INSERT the rows of one array per column (the first the session's) of live sessions."""
+    quote = connection.ops.quote_name
+    names = ", ".join(quote(_column(model, name)) for name, _ in columns)
+    arrays = ", ".join(f"%b::{kind}[]" for _, kind in columns)
+    aliases = ", ".join(f"c{number}" for number in range(len(columns)))
+    return (
+        f"INSERT INTO {quote(model._meta.db_table)} ({names})"
+        f" SELECT * FROM unnest({arrays}) AS row({aliases}) WHERE c0 IN (SELECT {pk} FROM live)"
+    )
+
+
+def _column(model: type[Model], field: str) -> str:
+    found: Any = model._meta.get_field(field)  # a concrete field: it has a column
+    return str(found.column)
+
+
+def _live_sessions(session_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """SQLite: the sessions among ``session_ids`` that have not ended."""
     if not session_ids:
         return set()
     pk: Any = Session._meta.pk
@@ -88,15 +202,14 @@ def _lock_live_sessions(session_ids: list[uuid.UUID]) -> set[uuid.UUID]:
         f"SELECT {column} FROM {connection.ops.quote_name(Session._meta.db_table)}"
         f" WHERE {column} IN ({', '.join(['%s'] * len(session_ids))}) AND ended_at IS NULL"
     )
-    if connection.vendor == "postgresql":
-        sql += " FOR KEY SHARE"
     with connection.cursor() as cursor:
         cursor.execute(sql, [pk.get_db_prep_value(s, connection) for s in session_ids])
         return {pk.to_python(row[0]) for row in cursor.fetchall()}
 
 
 def _insert_frames(batches: Sequence[SessionBatch]) -> None:
-    fields: list[Any] = [Frame._meta.get_field(name) for name in FRAME_COLUMNS]
+    """SQLite: the frames in one ``executemany``."""
+    fields: list[Any] = [Frame._meta.get_field(name) for name, _ in FRAME_COLUMNS]
     columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
     table = connection.ops.quote_name(Frame._meta.db_table)
     session_field = fields[0]
@@ -112,16 +225,9 @@ def _insert_frames(batches: Sequence[SessionBatch]) -> None:
         for batch in batches
         for frame in batch.frames
     ]
-    if not rows:
-        return
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(list(COPY_TYPES))
-                for row in rows:
-                    copy.write_row(row)
-        else:
-            values = ", ".join(["%s"] * len(fields))
+    if rows:
+        values = ", ".join(["%s"] * len(fields))
+        with connection.cursor() as cursor:
             cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({values})", rows)
 
 
