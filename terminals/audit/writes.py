@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 REFUSED = "the session has ended, or is gone from the audit store"
 
+# Parameters of one SQLite statement at most (SQLite's own default before 3.32).
+SQLITE_PARAMETERS = 999
 # The columns written, each with its PostgreSQL array element type.
 FRAME_COLUMNS = (
     ("session", "uuid"),
@@ -137,8 +139,9 @@ def _write_postgresql(
     )
     with_commands = bool(commands[0])
     connection.ensure_connection()
-    # A cursor of the driver's own: Django's binds parameters on the client, as SQL text, in
-    # which arrays of bytes cost ten times their size in CPU; this one sends them as binary.
+    # A cursor of the driver's own, binding on the server whatever the site's settings (Django
+    # binds on the client by default, which cannot send binary parameters): arrays sent as
+    # text, bytes hex-encoded, cost the writer's thread ten times their size in CPU.
     with psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(
             _postgresql_statement(with_commands),
@@ -193,42 +196,50 @@ def _column(model: type[Model], field: str) -> str:
 
 
 def _live_sessions(session_ids: list[uuid.UUID]) -> set[uuid.UUID]:
-    """SQLite: the sessions among ``session_ids`` that have not ended."""
+    """SQLite: the sessions among ``session_ids`` that have not ended.
+
+    Counted first, one row: every row a query returns is a step of SQLite's, and each step
+    hands Python's lock over, which the event loop's thread may then keep for up to the switch
+    interval (5 ms). The ids are listed only when some session is not live."""
     if not session_ids:
         return set()
-    pk: Any = Session._meta.pk
-    column = connection.ops.quote_name(pk.column)
-    sql = (
-        f"SELECT {column} FROM {connection.ops.quote_name(Session._meta.db_table)}"
-        f" WHERE {column} IN ({', '.join(['%s'] * len(session_ids))}) AND ended_at IS NULL"
+    values = {session.hex: session for session in session_ids}  # how SQLite stores a UUID
+    where = (
+        f" FROM {Session._meta.db_table} WHERE {_column(Session, 'id')}"
+        f" IN ({', '.join('?' * len(values))}) AND ended_at IS NULL"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [pk.get_db_prep_value(s, connection) for s in session_ids])
-        return {pk.to_python(row[0]) for row in cursor.fetchall()}
+    driver = _sqlite()
+    (count,) = driver.execute(f"SELECT count(*){where}", list(values)).fetchone()
+    if count == len(values):
+        return set(session_ids)
+    return {values[row[0]] for row in driver.execute(f"SELECT id{where}", list(values))}
 
 
 def _insert_frames(batches: Sequence[SessionBatch]) -> None:
-    """SQLite: the frames in one ``executemany``."""
-    fields: list[Any] = [Frame._meta.get_field(name) for name, _ in FRAME_COLUMNS]
-    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
-    table = connection.ops.quote_name(Frame._meta.db_table)
-    session_field = fields[0]
-    rows = [
-        (
-            session_field.get_db_prep_value(batch.session_id, connection),
-            frame.seq,
-            frame.offset_us,
-            frame.direction,
-            frame.data,
-            frame.digest,
-        )
-        for batch in batches
-        for frame in batch.frames
-    ]
-    if rows:
-        values = ", ".join(["%s"] * len(fields))
-        with connection.cursor() as cursor:
-            cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({values})", rows)
+    """SQLite: the frames in one multi-row ``INSERT`` (or a few, within SQLite's limit of
+    parameters), one step each: ``executemany`` took one per row (see ``_live_sessions``)."""
+    params: list[Any] = []
+    for batch in batches:
+        session = batch.session_id.hex
+        for f in batch.frames:
+            params += (session, f.seq, f.offset_us, f.direction, f.data, f.digest)
+    width = len(FRAME_COLUMNS)
+    columns = ", ".join(_column(Frame, name) for name, _ in FRAME_COLUMNS)
+    insert = f"INSERT INTO {Frame._meta.db_table} ({columns}) VALUES "
+    row = f"({', '.join('?' * width)})"
+    most = SQLITE_PARAMETERS // width * width
+    driver = _sqlite()
+    for start in range(0, len(params), most):
+        chunk = params[start : start + most]
+        driver.execute(insert + ", ".join([row] * (len(chunk) // width)), chunk)
+
+
+def _sqlite() -> Any:
+    """The driver's connection (``sqlite3.Connection``), in the transaction Django opened: the
+    statements are built here with the driver's placeholders, and Django's wrapper would
+    rewrite each one's with a regular expression."""
+    connection.ensure_connection()
+    return connection.connection
 
 
 def _insert_commands(batches: Sequence[SessionBatch]) -> None:
