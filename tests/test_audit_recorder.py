@@ -421,16 +421,10 @@ async def test_an_end_waits_for_a_commit_in_flight_and_seals_its_frames(session_
                     session_id=session_id, seq=0, offset_us=0, direction="i", data=b"", digest=""
                 )
                 inserted.set()
-                release.wait(10)
+                release.wait(30)
                 transaction.set_rollback(True)
         finally:
             connections.close_all()  # this thread's own connection
-
-    blocker = threading.Thread(target=same_frame_uncommitted)
-    blocker.start()
-    await asyncio.to_thread(inserted.wait, 10)
-    recorder = Recorder(session_id, writer=GroupWriter(in_flight=1))
-    done = await recorder.submit(STDIN, b"ls\r")
 
     def end() -> bool:
         try:
@@ -453,12 +447,20 @@ async def test_an_end_waits_for_a_commit_in_flight_and_seals_its_frames(session_
             await asyncio.sleep(0.02)
         pytest.fail(f"fewer than {count} sessions ever waited for a lock")
 
-    await until_waiting(1)  # the commit, its session's row locked, waits on the blocker
-    ending = asyncio.ensure_future(asyncio.to_thread(end))
-    await until_waiting(2)  # and the end waits too
-    assert not done.done()
-    release.set()
-    await asyncio.to_thread(blocker.join, 10)
+    blocker = threading.Thread(target=same_frame_uncommitted)
+    blocker.start()
+    try:
+        assert await asyncio.to_thread(inserted.wait, 10)
+        # Held in flight longer than the polling below may take, on a loaded machine too.
+        recorder = Recorder(session_id, writer=GroupWriter(in_flight=1, commit_timeout=30))
+        done = await recorder.submit(STDIN, b"ls\r")
+        await until_waiting(1)  # the commit, its session's row locked, waits on the blocker
+        ending = asyncio.ensure_future(asyncio.to_thread(end))
+        await until_waiting(2)  # and the end waits too
+        assert not done.done()
+    finally:
+        release.set()
+        await asyncio.to_thread(blocker.join, 10)
     await done  # the frame committed, before the end
     assert await ending
     await recorder.close()

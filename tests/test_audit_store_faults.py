@@ -126,6 +126,26 @@ def test_other_errors_are_not_connection_errors(error):
 # A retry does not store a batch twice
 
 
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's driver is called directly")
+def test_a_driver_error_of_sqlite_counts_as_a_lost_connection(session_id, monkeypatch):
+    """The frames go to the sqlite3 connection itself; its errors still come out as Django's,
+    so a disk or file error is retried on a new connection as it was through the ORM."""
+    import sqlite3
+
+    class Failing:
+        def execute(self, *args):
+            raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(writes, "_sqlite", Failing)
+    frames, _ = batch(session_id, 0, b"ls\r", genesis(session_id))
+    with pytest.raises(OperationalError) as raised:
+        write_batch(session_id, frames, [])
+    assert is_connection_error(raised.value)
+    monkeypatch.undo()
+    assert write_batch(session_id, frames, [], retry=True) == {}
+    assert Frame.objects.filter(session_id=session_id).count() == 1
+
+
 def test_a_retry_of_a_batch_that_landed_stores_nothing_more(session_id):
     frames, _ = batch(session_id, 0, b"ls\r", genesis(session_id))
     commands = [CommandLine(1000, "$ ls", "ls")]

@@ -14,7 +14,7 @@ This is the hot path (two commits per keystroke), so it goes through the driver,
   of 50 sessions' keystrokes 0.39 ms of CPU instead of 0.80, and 512 KiB of output 0.55
   instead of 0.70 (``COPY``).
 - **SQLite: one transaction** (``IMMEDIATE``, as the project opens them): the check, one
-  ``executemany`` of the frames, the commands through the ORM.
+  multi-row ``INSERT`` of the frames, the commands through the ORM.
 
 A session that has ended (its seal covers its frames) or is gone gets nothing written: its batch
 is refused and the other sessions' batches are written. On PostgreSQL the check takes a ``FOR KEY
@@ -93,21 +93,28 @@ def write_group(batches: Sequence[SessionBatch], *, retry: bool = False) -> dict
     """
     try:
         prepare_connection(fresh=retry)
-        if connection.vendor == "postgresql":
-            todo = _not_landed(batches) if retry else batches
-            live = _write_postgresql([batch.session_id for batch in batches], todo)
-        else:
-            with transaction.atomic():
-                live = _live_sessions([batch.session_id for batch in batches])
-                todo = [batch for batch in batches if batch.session_id in live]
-                if retry:
-                    todo = _not_landed(todo)
-                _insert_frames(todo)
-                _insert_commands(todo)
-        return {batch.session_id: REFUSED for batch in batches if batch.session_id not in live}
+        # The driver is called directly below: its errors become Django's, as the ORM's do,
+        # so that a lost connection is told from other errors (store.is_connection_error).
+        with connection.wrap_database_errors:
+            return _write_group(batches, retry)
     except Exception as exc:
         after_error(exc)
         raise
+
+
+def _write_group(batches: Sequence[SessionBatch], retry: bool) -> dict[uuid.UUID, str]:
+    if connection.vendor == "postgresql":
+        todo = _not_landed(batches) if retry else batches
+        live = _write_postgresql([batch.session_id for batch in batches], todo)
+    else:
+        with transaction.atomic():
+            live = _live_sessions([batch.session_id for batch in batches])
+            todo = [batch for batch in batches if batch.session_id in live]
+            if retry:
+                todo = _not_landed(todo)
+            _insert_frames(todo)
+            _insert_commands(todo)
+    return {batch.session_id: REFUSED for batch in batches if batch.session_id not in live}
 
 
 def _not_landed(batches: Sequence[SessionBatch]) -> list[SessionBatch]:
