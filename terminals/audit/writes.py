@@ -10,9 +10,9 @@ This is the hot path (two commits per keystroke), so it goes through the driver,
   of those sessions only (parameters are arrays, sent as binary, spread by ``unnest``), and
   returns the sessions it found. One round trip instead of the five a transaction took (begin,
   check, ``COPY``'s two, commit): on the bench's machine (2026-12-07) a one-frame commit costs
-  the writer's thread 0.14 ms of CPU and 0.65 ms of wall time instead of 0.44 and 1.0, a commit
-  of 50 sessions' keystrokes 0.39 ms of CPU instead of 0.80, and 512 KiB of output 0.55
-  instead of 0.70 (``COPY``).
+  the writer's thread 0.14-0.27 ms of CPU and 0.65-0.9 ms of wall time instead of 0.44 and 1.0,
+  a commit of 50 sessions' keystrokes 0.39 ms of CPU instead of 0.80, and 512 KiB of output
+  0.55 instead of 0.70 (``COPY``).
 - **SQLite: one transaction** (``IMMEDIATE``, as the project opens them): the check, one
   multi-row ``INSERT`` of the frames, the commands through the ORM.
 
@@ -211,15 +211,16 @@ def _live_sessions(session_ids: list[uuid.UUID]) -> set[uuid.UUID]:
     if not session_ids:
         return set()
     values = {session.hex: session for session in session_ids}  # how SQLite stores a UUID
+    pk = _column(Session, "id")
     where = (
-        f" FROM {Session._meta.db_table} WHERE {_column(Session, 'id')}"
+        f" FROM {Session._meta.db_table} WHERE {pk}"
         f" IN ({', '.join('?' * len(values))}) AND ended_at IS NULL"
     )
     driver = _sqlite()
     (count,) = driver.execute(f"SELECT count(*){where}", list(values)).fetchone()
     if count == len(values):
         return set(session_ids)
-    return {values[row[0]] for row in driver.execute(f"SELECT id{where}", list(values))}
+    return {values[row[0]] for row in driver.execute(f"SELECT {pk}{where}", list(values))}
 
 
 def _insert_frames(batches: Sequence[SessionBatch]) -> None:
