@@ -363,7 +363,14 @@ class TerminalConsumer(live.ResilientConsumer):
         session = self.session
         browser = session.browser if session is not None else None
         if not isinstance(browser, resume.RemoteBrowser) or browser.attach != event["attach"]:
-            return  # a browser that was replaced, or a late frame
+            # A browser that was replaced, or a late frame. Said, because a relayed page whose
+            # frames all end here would type into nothing (a test saw that once, not since).
+            if not event.get("beat"):
+                logger.info(
+                    "Session %s: a relayed frame for another browser is dropped",
+                    session.id if session is not None else None,
+                )
+            return
         assert session is not None
         browser.heard()
         if event.get("gone"):
