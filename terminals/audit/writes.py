@@ -128,7 +128,7 @@ def _write_postgresql(
     one statement; return those sessions."""
     import psycopg
 
-    frames = _columns(
+    frames = _transposed(
         len(FRAME_COLUMNS),
         (
             (batch.session_id, f.seq, f.offset_us, f.direction, f.data, f.digest)
@@ -136,7 +136,7 @@ def _write_postgresql(
             for f in batch.frames
         ),
     )
-    commands = _columns(
+    commands = _transposed(
         len(COMMAND_COLUMNS),
         (
             (batch.session_id, c.offset_us, c.line, c.text, c.typed, c.echoed, c.mismatch, c.kind)
@@ -158,7 +158,8 @@ def _write_postgresql(
         return {row[0] for row in cursor.fetchall()}
 
 
-def _columns(count: int, rows: Any) -> list[list[Any]]:
+def _transposed(count: int, rows: Any) -> list[list[Any]]:
+    """``count`` lists, one per column of ``rows``."""
     columns: list[list[Any]] = [[] for _ in range(count)]
     for row in rows:
         for column, value in zip(columns, row, strict=True):
@@ -197,6 +198,7 @@ def _insert_from_arrays(model: type[Model], columns: Sequence[tuple[str, str]], 
     )
 
 
+@functools.cache
 def _column(model: type[Model], field: str) -> str:
     found: Any = model._meta.get_field(field)  # a concrete field: it has a column
     return str(found.column)
@@ -232,14 +234,22 @@ def _insert_frames(batches: Sequence[SessionBatch]) -> None:
         for f in batch.frames:
             params += (session, f.seq, f.offset_us, f.direction, f.data, f.digest)
     width = len(FRAME_COLUMNS)
-    columns = ", ".join(_column(Frame, name) for name, _ in FRAME_COLUMNS)
-    insert = f"INSERT INTO {Frame._meta.db_table} ({columns}) VALUES "
-    row = f"({', '.join('?' * width)})"
+    insert, row = _sqlite_frame_insert()
     most = SQLITE_PARAMETERS // width * width
     driver = _sqlite()
     for start in range(0, len(params), most):
         chunk = params[start : start + most]
         driver.execute(insert + ", ".join([row] * (len(chunk) // width)), chunk)
+
+
+@functools.cache
+def _sqlite_frame_insert() -> tuple[str, str]:
+    """SQLite: the frames' ``INSERT … VALUES `` and the placeholders of one row."""
+    columns = ", ".join(_column(Frame, name) for name, _ in FRAME_COLUMNS)
+    return (
+        f"INSERT INTO {Frame._meta.db_table} ({columns}) VALUES ",
+        f"({', '.join('?' * len(FRAME_COLUMNS))})",
+    )
 
 
 def _sqlite() -> Any:
