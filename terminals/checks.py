@@ -71,9 +71,19 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         messages.append(
             Error(
                 "CHANNEL_LAYERS has no 'default' layer: watching and ending sessions need one.",
-                hint="Use channels_redis.core.RedisChannelLayer (or, for one process, "
+                hint="Use terminals.layers.RedisChannelLayer (or, for one process, "
                 "channels.layers.InMemoryChannelLayer).",
                 id="terminals.E010",
+            )
+        )
+    if _layer_backend(settings) == UPSTREAM_REDIS_LAYER:
+        messages.append(
+            Warning(
+                f"CHANNEL_LAYERS['default'] is {UPSTREAM_REDIS_LAYER}: when a consumer ends as a "
+                "message for another consumer of the process arrives, that message can be lost "
+                "(a resumed terminal's keystrokes, an auditor's end).",
+                hint="Use terminals.layers.RedisChannelLayer, which takes the same CONFIG.",
+                id="terminals.W002",
             )
         )
     messages += _check_clusters(merged["CLUSTERS"])
@@ -94,6 +104,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     messages += _check_booleans(merged)
     messages += _check_mfa(merged)
     return messages
+
+
+UPSTREAM_REDIS_LAYER = "channels_redis.core.RedisChannelLayer"
+
+
+def _layer_backend(settings: Any) -> str:
+    layer = getattr(settings, "CHANNEL_LAYERS", {}).get("default")
+    return str(layer.get("BACKEND", "")) if isinstance(layer, dict) else ""
 
 
 def _check_booleans(config: dict[str, Any]) -> list[CheckMessage]:

@@ -98,7 +98,7 @@ if os.environ.get("WEBSHELL_TEST_DB_NAME"):
 if os.environ.get("REDIS_URL"):
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "terminals.layers.RedisChannelLayer",
             # As webshell/settings.py: read timeouts well past channels-redis's 5 s block.
             # As webshell/settings.py: a pool that many layer calls in flight do not exhaust.
             "CONFIG": {

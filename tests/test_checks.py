@@ -84,6 +84,21 @@ def test_a_channel_layer_is_required(settings):
     assert ids(settings, {"CLUSTERS": {"a": {"in_cluster": True}}}) == ["terminals.E010"]
 
 
+def test_channels_redis_own_layer_is_warned_of(settings):
+    config = {"hosts": ["redis://localhost:6379/0"]}
+    settings.CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": config}
+    }
+    settings.TERMINALS = {"CLUSTERS": {"a": {"in_cluster": True}}}
+    (warning,) = check_settings()
+    assert warning.id == "terminals.W002"
+    assert "terminals.layers.RedisChannelLayer" in warning.hint
+    settings.CHANNEL_LAYERS = {
+        "default": {"BACKEND": "terminals.layers.RedisChannelLayer", "CONFIG": config}
+    }
+    assert check_settings() == []
+
+
 def test_a_good_configuration_passes(settings):
     terminals = {
         "CLUSTERS": {

@@ -163,7 +163,7 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "terminals.layers.RedisChannelLayer",
             # redis-py 8 times reads out after 5 s, the very time channels-redis blocks for
             # a message, and the timeout kills the consumer; wait longer than that.
             # redis-py's pool fails an operation at once past max_connections (100 by
