@@ -67,7 +67,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="terminals.E009",
             )
         )
-    if "default" not in getattr(settings, "CHANNEL_LAYERS", {}):
+    layer = getattr(settings, "CHANNEL_LAYERS", {}).get("default")
+    if layer is None:
         messages.append(
             Error(
                 "CHANNEL_LAYERS has no 'default' layer: watching and ending sessions need one.",
@@ -76,7 +77,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="terminals.E010",
             )
         )
-    if _layer_backend(settings) == UPSTREAM_REDIS_LAYER:
+    elif isinstance(layer, dict) and layer.get("BACKEND") == UPSTREAM_REDIS_LAYER:
         messages.append(
             Warning(
                 f"CHANNEL_LAYERS['default'] is {UPSTREAM_REDIS_LAYER}: when a consumer ends as a "
@@ -107,11 +108,6 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
 
 
 UPSTREAM_REDIS_LAYER = "channels_redis.core.RedisChannelLayer"
-
-
-def _layer_backend(settings: Any) -> str:
-    layer = getattr(settings, "CHANNEL_LAYERS", {}).get("default")
-    return str(layer.get("BACKEND", "")) if isinstance(layer, dict) else ""
 
 
 def _check_booleans(config: dict[str, Any]) -> list[CheckMessage]:

@@ -363,15 +363,7 @@ class TerminalConsumer(live.ResilientConsumer):
         session = self.session
         browser = session.browser if session is not None else None
         if not isinstance(browser, resume.RemoteBrowser) or browser.attach != event["attach"]:
-            # A browser that was replaced, or a late frame: nothing to do but say so (a page
-            # whose keystrokes vanished was once blamed on this; the channel layer had lost
-            # them, see terminals.layers).
-            if not event.get("beat"):
-                logger.debug(
-                    "Session %s: a relayed frame for another browser is dropped",
-                    session.id if session is not None else None,
-                )
-            return
+            return  # a browser that was replaced, or a late frame
         assert session is not None
         browser.heard()
         if event.get("gone"):
