@@ -23,6 +23,16 @@ def _close_worker_thread_connections(django_db_setup):
 
 
 @pytest.fixture(autouse=True)
+def _close_audit_loop_connections():
+    """On PostgreSQL a group writer keeps connections of its own for commits on its event
+    loop, which would keep the test database open past the run once the loop has closed."""
+    yield
+    from terminals.audit import loopwrites
+
+    loopwrites.close_all()
+
+
+@pytest.fixture(autouse=True)
 def _default_language():
     """Every test starts in the default language: a test client's request leaves the language
     LocaleMiddleware chose active in this thread, and the socket's messages (translated where

@@ -19,6 +19,7 @@ from django.db import IntegrityError, OperationalError, connection, connections,
 
 from terminals.audit import store, writes
 from terminals.audit import writer as writer_module
+from terminals.audit.loopwrites import LoopWrites
 from terminals.audit.recorder import STDIN, STDOUT, AuditUnavailable, Recorder
 from terminals.audit.writer import GroupWriter
 from terminals.models import Command, Frame, Session
@@ -46,7 +47,8 @@ def session_id():
 
 
 class GatedWrites:
-    """Spy on the real write_group: counts rows per commit and can hold a commit back."""
+    """Spy on the real group write (on PostgreSQL the loop's, on SQLite the thread's): counts
+    rows per commit and can hold a commit back."""
 
     def __init__(self, monkeypatch):
         self.sizes: list[int] = []
@@ -54,6 +56,7 @@ class GatedWrites:
         self.gate.set()
         self.entered = threading.Event()
         real = writes.write_group
+        real_on_loop = LoopWrites.write
 
         def write_group(batches, **kwargs):
             self.entered.set()
@@ -61,7 +64,14 @@ class GatedWrites:
             self.sizes.append(sum(len(batch.frames) for batch in batches))
             return real(batches, **kwargs)
 
+        async def write_on_loop(loop_writes, batches):
+            self.entered.set()
+            await asyncio.to_thread(self.gate.wait, 10)
+            self.sizes.append(sum(len(batch.frames) for batch in batches))
+            return await real_on_loop(loop_writes, batches)
+
         monkeypatch.setattr(writer_module, "write_group", write_group)
+        monkeypatch.setattr(LoopWrites, "write", write_on_loop)
 
 
 async def stored(session_id) -> int:

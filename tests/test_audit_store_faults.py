@@ -1,7 +1,9 @@
 """Store faults: lost connections are retried without duplicates, hung commits are bounded.
 
 The PostgreSQL tests break the recorder's own connections for real (``pg_terminate_backend``,
-a table lock held by another connection); the rest run on either database.
+a table lock held by another connection), both the writer's threads' (SQLite's path, and
+PostgreSQL's retries) and the event loop's (``loopwrites``, PostgreSQL's first attempts); the
+rest run on either database.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from django.db import (
     transaction,
 )
 
-from terminals.audit import store, writes
+from terminals.audit import loopwrites, store, writes
 from terminals.audit.chain import frame_digest, genesis
 from terminals.audit.commands import CommandLine
 from terminals.audit.recorder import STDIN, STDOUT, AuditUnavailable, Recorder
@@ -80,9 +82,10 @@ def write_batch(session_id, frames, commands, *, retry: bool = False) -> dict:
     return writes.write_group([SessionBatch(session_id, frames, commands)], retry=retry)
 
 
-def recorder_on(session_id, pool) -> Recorder:
-    """A recorder whose group writer runs on the test's pool (two commits in flight)."""
-    return Recorder(session_id, writer=GroupWriter(pool=pool, in_flight=2))
+def recorder_on(session_id, pool, *, on_loop: bool = False) -> Recorder:
+    """A recorder whose group writer runs on the test's pool (two commits in flight): every
+    commit, or with ``on_loop`` (PostgreSQL's default) only the retries."""
+    return Recorder(session_id, writer=GroupWriter(pool=pool, in_flight=2, on_loop=on_loop))
 
 
 # Which errors are a lost connection
@@ -214,7 +217,7 @@ def terminate(pids: list[int]) -> list[str]:
 
 
 @postgresql_only
-async def test_a_session_survives_its_connections_being_terminated(session_id, pool):
+async def test_a_session_survives_its_threads_connections_being_terminated(session_id, pool):
     recorder = recorder_on(session_id, pool)
     await recorder.record(STDIN, b"before\r")
     # Both threads hold a connection, so the retry finds a dead one wherever it runs.
@@ -234,7 +237,7 @@ async def test_a_session_survives_its_connections_being_terminated(session_id, p
 
 
 @postgresql_only
-async def test_a_second_failure_ends_the_recording_on_postgresql(session_id, pool, monkeypatch):
+async def test_a_second_failure_on_the_threads_ends_the_recording(session_id, pool, monkeypatch):
     recorder = recorder_on(session_id, pool)
     await recorder.record(STDIN, b"before\r")
     attempts = []
@@ -249,6 +252,67 @@ async def test_a_second_failure_ends_the_recording_on_postgresql(session_id, poo
     with pytest.raises(AuditUnavailable):
         await recorder.record(STDIN, b"lost\r")
     assert len(attempts) == 2  # tried, then retried once
+    await recorder.close()
+    assert await Frame.objects.filter(session_id=session_id).acount() == 1
+
+
+def audit_connections() -> list[int]:
+    """The server processes of the audit connections to this test database."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name = %s AND pid <> pg_backend_pid()",
+            [store.APPLICATION_NAME],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+@postgresql_only
+async def test_a_session_survives_its_loop_connection_being_terminated(session_id, pool):
+    """The first attempt on the loop fails; the retry goes to a thread, and lands."""
+    others = set(await sync_to_async(audit_connections)())  # earlier tests' (closing)
+    recorder = recorder_on(session_id, pool, on_loop=True)
+    await recorder.record(STDIN, b"before\r")
+    pids = set(await sync_to_async(audit_connections)()) - others
+    assert len(pids) == 1
+    assert await sync_to_async(terminate)(list(pids)) == [store.APPLICATION_NAME]
+
+    await recorder.record(STDIN, b"after\r")  # retried on the pool's thread
+    await recorder.record(STDOUT, b"output")  # on the loop again, on a new connection
+    await recorder.close()
+
+    assert recorder.failure is None
+    rows = [(f.seq, bytes(f.data)) async for f in Frame.objects.filter(session_id=session_id)]
+    assert rows == [(0, b"before\r"), (1, b"after\r"), (2, b"output")]
+    now = set(await sync_to_async(audit_connections)()) - others
+    assert len(now) == 2 and not now & pids  # the loop's new one, the thread's
+    session = await Session.objects.aget(pk=session_id)
+    assert (await sync_to_async(store.verify_session)(session)).ok
+
+
+@postgresql_only
+async def test_a_failure_on_the_loop_then_on_the_thread_ends_the_recording(
+    session_id, pool, monkeypatch
+):
+    recorder = recorder_on(session_id, pool, on_loop=True)
+    await recorder.record(STDIN, b"before\r")
+    attempts = []
+    real_execute = loopwrites._execute
+
+    async def die_on_loop(conn, statement, parameters):
+        attempts.append("loop")
+        await real_execute(conn, "SELECT pg_terminate_backend(pg_backend_pid())", [])
+
+    def die_on_thread(*args):
+        attempts.append("thread")
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+    monkeypatch.setattr(loopwrites, "_execute", die_on_loop)
+    monkeypatch.setattr(writes, "_write_postgresql", die_on_thread)
+    with pytest.raises(AuditUnavailable):
+        await recorder.record(STDIN, b"lost\r")
+    assert attempts == ["loop", "thread"]  # tried, then retried once
     await recorder.close()
     assert await Frame.objects.filter(session_id=session_id).acount() == 1
 
@@ -280,7 +344,7 @@ class TableLock:
 
 
 @postgresql_only
-async def test_a_locked_table_ends_the_session_within_the_commit_timeout(
+async def test_a_locked_table_ends_the_session_within_the_commit_timeout_on_a_thread(
     session_id, pool, settings
 ):
     settings.TERMINALS = {**settings.TERMINALS, "AUDIT_COMMIT_TIMEOUT": 1}
@@ -306,7 +370,54 @@ async def test_a_locked_table_ends_the_session_within_the_commit_timeout(
 
 
 @postgresql_only
-def test_the_recorder_connection_is_named_and_bounded(settings, pool):
+async def test_a_locked_table_ends_the_session_within_the_commit_timeout_on_the_loop(
+    session_id, pool, settings, monkeypatch
+):
+    """The loop's statement is cancelled on the server, in the background: no backend is left
+    waiting for the lock once that has ended."""
+    settings.TERMINALS = {**settings.TERMINALS, "AUDIT_COMMIT_TIMEOUT": 1}
+    recorder = recorder_on(session_id, pool, on_loop=True)
+    await recorder.record(STDIN, b"before\r")
+    statement_ended = asyncio.Event()
+    real_execute = loopwrites._execute
+
+    async def execute(*args):
+        try:
+            return await real_execute(*args)
+        finally:
+            statement_ended.set()
+
+    monkeypatch.setattr(loopwrites, "_execute", execute)
+    lock = TableLock()
+    await asyncio.to_thread(lock.take)
+    try:
+        started = time.monotonic()
+        with pytest.raises(AuditUnavailable):
+            await recorder.record(STDIN, b"frozen\r")
+        assert time.monotonic() - started < 2.5
+        async with asyncio.timeout(3):
+            await statement_ended.wait()
+        assert await sync_to_async(waiting_for_the_lock)() == 0
+    finally:
+        await asyncio.to_thread(lock.release)
+    await recorder.close()
+    rows = [bytes(f.data) async for f in Frame.objects.filter(session_id=session_id)]
+    assert rows == [b"before\r"]
+
+
+def waiting_for_the_lock() -> int:
+    """Audit connections of this database running a statement (the lock's holder is not one)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name = %s AND state = 'active'",
+            [store.APPLICATION_NAME],
+        )
+        return cursor.fetchone()[0]
+
+
+@postgresql_only
+def test_the_threads_connections_are_named_and_bounded(settings, pool):
     settings.TERMINALS = {**settings.TERMINALS, "AUDIT_COMMIT_TIMEOUT": 3}
 
     def show() -> tuple[str, str]:
@@ -318,3 +429,17 @@ def test_the_recorder_connection_is_named_and_bounded(settings, pool):
             return cursor.fetchone()
 
     assert pool.submit(show).result(10) == ("terminals-audit", "3s")
+
+
+@postgresql_only
+async def test_the_loop_connections_are_named_and_bounded(settings):
+    settings.TERMINALS = {**settings.TERMINALS, "AUDIT_COMMIT_TIMEOUT": 3}
+    conn = await loopwrites.connect()
+    try:
+        cursor = await conn.execute(
+            "SELECT current_setting('application_name'), current_setting('statement_timeout')"
+        )
+        assert await cursor.fetchone() == ("terminals-audit", "3s")
+        assert conn.autocommit  # the statement is atomic on its own
+    finally:
+        await conn.close()

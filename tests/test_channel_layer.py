@@ -29,8 +29,6 @@ async def test_an_idle_receive_outlives_the_redis_block_timeout():
     assert (await asyncio.wait_for(receiving, 10))["type"] == "still.listening"
 
 
-
-
 # The layer webshell configures (terminals.layers), against the one it replaces; each test on
 # a redis-server of its own.
 

@@ -3,7 +3,8 @@ verifying, exporting, pruning. The group commit itself is ``writes.py``.
 
 The group writer's threads (``writer.py``) each keep their own connection, named
 ``terminals-audit`` in ``pg_stat_activity`` and, on PostgreSQL, with ``statement_timeout`` set
-to ``AUDIT_COMMIT_TIMEOUT`` once per new connection: the writer gives up on a commit after that
+to ``AUDIT_COMMIT_TIMEOUT`` once per new connection (:func:`configuration`, which the event
+loop's connections of ``loopwrites.py`` take too): the writer gives up on a commit after that
 long, and the server then cancels the statement, so a lock held elsewhere cannot park the thread
 (and every commit queued behind it) for longer. On SQLite the ``timeout`` option of
 ``DATABASES`` bounds lock waits instead.
@@ -42,7 +43,8 @@ from .keyring import current_key, known_keys
 
 logger = logging.getLogger(__name__)
 
-#: ``application_name`` of the recorder threads' connections, for operators (and tests).
+#: ``application_name`` of the audit's connections (the writer's threads' and the event loop's),
+#: for operators (and tests).
 APPLICATION_NAME = "terminals-audit"
 
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError)
@@ -101,18 +103,29 @@ def prepare_connection(*, fresh: bool = False) -> None:
         _thread.checked_at = now
     if connection.vendor != "postgresql":
         return
-    timeout_ms = int(float(get_config()["AUDIT_COMMIT_TIMEOUT"]) * 1000)
+    timeout_ms = commit_timeout_ms()
     connection.ensure_connection()
     raw: Any = connection.connection
     if getattr(_thread, "raw", None) is not raw or _thread.timeout_ms != timeout_ms:
         with connection.cursor() as cursor:
-            # set_config(), not SET: SET takes no parameters with server-side binding.
-            cursor.execute(
-                "SELECT set_config('statement_timeout', %s, false),"
-                " set_config('application_name', %s, false)",
-                [str(timeout_ms), APPLICATION_NAME],
-            )
+            cursor.execute(*configuration(timeout_ms))
         _thread.raw, _thread.timeout_ms = raw, timeout_ms
+
+
+def commit_timeout_ms() -> int:
+    """``AUDIT_COMMIT_TIMEOUT`` in milliseconds: the audit connections' ``statement_timeout``."""
+    return int(float(get_config()["AUDIT_COMMIT_TIMEOUT"]) * 1000)
+
+
+def configuration(timeout_ms: int) -> tuple[str, list[str]]:
+    """PostgreSQL: the statement (and its parameters) that names a new audit connection and
+    bounds its statements. ``set_config()``, not ``SET``: ``SET`` takes no parameters with
+    server-side binding."""
+    return (
+        "SELECT set_config('statement_timeout', %s, false),"
+        " set_config('application_name', %s, false)",
+        [str(timeout_ms), APPLICATION_NAME],
+    )
 
 
 def after_error(exc: BaseException) -> None:

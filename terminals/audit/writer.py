@@ -3,24 +3,26 @@
 Each session's recorder (``recorder.py``) chains its frames and hands the writer one batch at a
 time (a session never has two batches in flight, so its frames land in order and a failed batch
 is never followed by a later one). The writer commits every batch queued meanwhile, whatever
-its session, in one transaction (``writes.write_group``) on a thread of its own, and keeps up to
-``AUDIT_COMMITS_IN_FLIGHT`` such commits running at once (one on SQLite, which serialises
-writers anyway). So a keystroke waits for at most the commit running when it arrives, and only
-if every slot is busy; under load a commit carries the frames of many sessions, and the cost per
-frame falls as the load rises. A group holds at most ``MAX_GROUP_BYTES`` (at least one batch),
-so no commit grows without bound.
+its session, in one transaction, and keeps up to ``AUDIT_COMMITS_IN_FLIGHT`` such commits running
+at once (one on SQLite, which serialises writers anyway). On PostgreSQL the commit runs on the
+event loop itself (``loopwrites.py``); on SQLite, whose driver has no asynchronous side, on a
+thread of the writer's (``writes.write_group``). So a keystroke waits for at most the commit
+running when it arrives, and only if every slot is busy; under load a commit carries the frames
+of many sessions, and the cost per frame falls as the load rises. A group holds at most
+``MAX_GROUP_BYTES`` (at least one batch), so no commit grows without bound.
 
 It fails closed per session, as each session's own commit did:
 
 - a session that has ended (or is gone) has its batch refused: :class:`SessionRefused`;
-- a commit that fails on a lost connection is retried once on a new one, leaving out the
-  batches that landed after all; a second failure fails every session of the group;
+- a commit that fails on a lost connection is retried once on a new one (on a thread),
+  leaving out the batches that landed after all; a second failure fails every session of the
+  group;
 - any other error is the fault of one batch or of the store: each batch of the group is then
   committed alone, so only the sessions whose own batch fails are failed;
 - a group that has not committed within ``AUDIT_COMMIT_TIMEOUT`` (retry included) fails every
-  session in it with :class:`TimeoutError`. The thread stays busy until the store gives up too
-  (PostgreSQL cancels the statement at the same timeout); groups queued behind it time out in
-  their turn, so nothing waits without bound.
+  session in it with :class:`TimeoutError`. PostgreSQL's statement is cancelled (and its
+  connection dropped); SQLite's thread stays busy until the store gives up too; groups queued
+  behind it time out in their turn, so nothing waits without bound.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from typing import Protocol
 from django.db import connection
 
 from ..conf import get_config
+from .loopwrites import LoopWrites
 from .store import is_connection_error
 from .writes import SessionBatch, write_group
 
@@ -92,18 +95,26 @@ def commits_in_flight() -> int:
 
 class GroupWriter:
     """Group commit for the sessions of one event loop. ``write``, ``in_flight``,
-    ``commit_timeout`` and ``pool`` default to the store, the settings and :func:`executor`."""
+    ``commit_timeout`` and ``pool`` default to the store, the settings and :func:`executor`.
+
+    ``on_loop`` (PostgreSQL only, the default there unless ``write`` is given): first attempts
+    go through ``loopwrites`` on the loop, and ``write`` on ``pool`` does only the retries.
+    """
 
     def __init__(
         self,
         write: GroupWrite | None = None,
         *,
+        on_loop: bool | None = None,
         in_flight: int | None = None,
         commit_timeout: float | None = None,
         pool: Executor | None = None,
         max_group_bytes: int = MAX_GROUP_BYTES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if on_loop is None:
+            on_loop = write is None
+        self._loop_writes = LoopWrites() if on_loop and connection.vendor == "postgresql" else None
         self._write: GroupWrite = write if write is not None else write_group
         self.in_flight = in_flight if in_flight is not None else commits_in_flight()
         if commit_timeout is None:
@@ -210,6 +221,8 @@ class GroupWriter:
     async def _call(
         self, batches: list[SessionBatch], *, retry: bool = False
     ) -> dict[uuid.UUID, str]:
+        if self._loop_writes is not None and not retry:
+            return await self._loop_writes.write(batches)
         write = functools.partial(self._write, batches, retry=retry)
         pool = self._pool if self._pool is not None else executor()
         return await asyncio.get_running_loop().run_in_executor(pool, write)

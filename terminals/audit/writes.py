@@ -128,6 +128,22 @@ def _write_postgresql(
     one statement; return those sessions."""
     import psycopg
 
+    statement, parameters = postgresql_write(session_ids, batches)
+    connection.ensure_connection()
+    # A cursor of the driver's own, binding on the server whatever the site's settings (Django
+    # binds on the client by default, which cannot send binary parameters): arrays sent as
+    # text, bytes hex-encoded, cost the writer's thread ten times their size in CPU.
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(statement, parameters, binary=True)
+        return {row[0] for row in cursor.fetchall()}
+
+
+def postgresql_write(
+    session_ids: list[uuid.UUID], batches: Sequence[SessionBatch]
+) -> tuple[str, list[Any]]:
+    """PostgreSQL: the one statement that writes ``batches`` for the sessions among
+    ``session_ids`` not ended, and returns those (:func:`_postgresql_statement`), with its
+    parameters, to be sent as binary. For the writer's threads and for ``loopwrites``."""
     frames = _transposed(
         len(FRAME_COLUMNS),
         (
@@ -145,17 +161,10 @@ def _write_postgresql(
         ),
     )
     with_commands = bool(commands[0])
-    connection.ensure_connection()
-    # A cursor of the driver's own, binding on the server whatever the site's settings (Django
-    # binds on the client by default, which cannot send binary parameters): arrays sent as
-    # text, bytes hex-encoded, cost the writer's thread ten times their size in CPU.
-    with psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(
-            _postgresql_statement(with_commands),
-            [session_ids, *frames, *(commands if with_commands else [])],
-            binary=True,
-        )
-        return {row[0] for row in cursor.fetchall()}
+    return (
+        _postgresql_statement(with_commands),
+        [session_ids, *frames, *(commands if with_commands else [])],
+    )
 
 
 def _transposed(count: int, rows: Any) -> list[list[Any]]:
