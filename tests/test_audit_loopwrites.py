@@ -26,6 +26,7 @@ class FakeConnection:
         self.live = live
         self.fail = fail
         self.hold = False
+        self.finish_anyway = False  # the statement ends well before the cancel reaches it
         self.running = asyncio.Event()
         self.cancel_answered = asyncio.Event()
         self.statements = 0
@@ -70,7 +71,8 @@ class FakeCursor:
                 await asyncio.Event().wait()
             except asyncio.CancelledError:
                 await self.conn.cancel_answered.wait()
-                raise
+                if not self.conn.finish_anyway:
+                    raise
 
     async def fetchall(self) -> list[tuple[uuid.UUID]]:
         return [(session,) for session in self.conn.live]
@@ -146,6 +148,25 @@ async def test_a_commit_given_up_does_not_wait_for_its_cancellation(connections)
         await held.closing.wait()
     await writes.write([one_frame(uuid.uuid4())])
     assert len(made) == 2 and made[1].statements == 2
+
+
+async def test_a_commit_given_up_that_lands_anyway_does_not_keep_its_connection(connections):
+    made, _ = connections
+    writes = LoopWrites()
+    await writes.write([one_frame(uuid.uuid4())])
+    held = made[0]
+    held.hold = held.finish_anyway = True
+    commit = asyncio.ensure_future(writes.write([one_frame(uuid.uuid4())]))
+    await held.running.wait()
+    commit.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await commit
+    held.cancel_answered.set()
+    async with asyncio.timeout(5):
+        await held.closing.wait()
+    held.hold = False
+    await writes.write([one_frame(uuid.uuid4())])
+    assert len(made) == 2 and held.statements == 2
 
 
 async def test_close_all_closes_the_idle_connections(connections):

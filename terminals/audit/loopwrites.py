@@ -22,6 +22,7 @@ thread (``writes.write_group(retry=True)``), which first looks for the batches t
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 import weakref
 from collections.abc import Sequence
@@ -59,15 +60,18 @@ class LoopWrites:
             # network; that goes on here, in the background.
             executing.cancel()
             self._cancelling.add(executing)
-            executing.add_done_callback(self._cancelled)
+            executing.add_done_callback(functools.partial(self._given_up, conn))
             raise
         self._idle.append(conn)
         return {b.session_id: REFUSED for b in batches if b.session_id not in live}
 
-    def _cancelled(self, executing: asyncio.Task[Any]) -> None:
+    def _given_up(self, conn: Any, executing: asyncio.Task[Any]) -> None:
+        """A statement given up on has ended: its connection is not used again, even if the
+        statement finished before the cancellation reached it."""
         self._cancelling.discard(executing)
         if not executing.cancelled():
             executing.exception()  # retrieved: the group has been failed already
+        conn.pgconn.finish()  # closed already if the statement failed; then a no-op
 
     def close(self) -> None:
         """Close the idle connections (those of commits still running close as they end).
