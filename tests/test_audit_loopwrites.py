@@ -1,6 +1,6 @@
 """``loopwrites.LoopWrites``' own rules, in process, with a fake connection (``FakeConnection``)
 in place of psycopg's: connections reused one per commit in flight, never after a failure or a
-cancellation, and a commit given up on not waiting for its cancellation. The real statement on
+cancellation. The real statement on
 a real PostgreSQL, its faults and its retries are in ``test_audit_store_faults.py``.
 """
 
@@ -26,7 +26,6 @@ class FakeConnection:
         self.live = live
         self.fail = fail
         self.hold = False
-        self.finish_anyway = False  # the statement ends well before the cancel reaches it
         self.running = asyncio.Event()
         self.cancel_answered = asyncio.Event()
         self.statements = 0
@@ -63,6 +62,7 @@ class FakeCursor:
     async def execute(self, statement: str, parameters: list, *, binary: bool) -> None:
         assert binary
         self.conn.statements += 1
+        await asyncio.sleep(0)  # the round trip: other commits run meanwhile
         if self.conn.fail is not None:
             raise self.conn.fail
         if self.conn.hold:
@@ -71,8 +71,7 @@ class FakeCursor:
                 await asyncio.Event().wait()
             except asyncio.CancelledError:
                 await self.conn.cancel_answered.wait()
-                if not self.conn.finish_anyway:
-                    raise
+                raise
 
     async def fetchall(self) -> list[tuple[uuid.UUID]]:
         return [(session,) for session in self.conn.live]
@@ -125,9 +124,12 @@ async def test_a_connection_whose_commit_failed_is_closed_and_never_used_again(c
     assert len(made) == 2 and made[1].statements == 1 and not made[1].closed
 
 
-async def test_a_commit_given_up_does_not_wait_for_its_cancellation(connections):
-    """The writer's timeout ends the wait at once; the server's answer to the cancel comes
-    later, and the connection is closed then, not reused."""
+async def test_a_cancelled_commit_closes_its_connection_once_the_cancel_is_answered(
+    connections,
+):
+    """The writer gave up on it: psycopg cancels the statement on the server and waits for the
+    answer (the writer does not wait for that: ``test_audit_writer.py``); then the connection
+    is closed, and the next commit connects anew."""
     made, _ = connections
     writes = LoopWrites()
     await writes.write([one_frame(uuid.uuid4())])
@@ -135,38 +137,16 @@ async def test_a_commit_given_up_does_not_wait_for_its_cancellation(connections)
     held.hold = True
     commit = asyncio.ensure_future(writes.write([one_frame(uuid.uuid4())]))
     await held.running.wait()
-    commit.cancel()  # what the writer's asyncio.timeout does
+    commit.cancel()
+    await asyncio.sleep(0)
+    assert not commit.done() and not held.closed  # waiting for the server's answer
+    held.cancel_answered.set()
     with pytest.raises(asyncio.CancelledError):
         async with asyncio.timeout(5):
             await commit
-    assert not held.cancel_answered.is_set() and not held.closed  # still cancelling
-
-    await writes.write([one_frame(uuid.uuid4())])  # meanwhile: a new connection
-    assert len(made) == 2
-    held.cancel_answered.set()
-    async with asyncio.timeout(5):
-        await held.closing.wait()
+    assert held.closed
     await writes.write([one_frame(uuid.uuid4())])
-    assert len(made) == 2 and made[1].statements == 2
-
-
-async def test_a_commit_given_up_that_lands_anyway_does_not_keep_its_connection(connections):
-    made, _ = connections
-    writes = LoopWrites()
-    await writes.write([one_frame(uuid.uuid4())])
-    held = made[0]
-    held.hold = held.finish_anyway = True
-    commit = asyncio.ensure_future(writes.write([one_frame(uuid.uuid4())]))
-    await held.running.wait()
-    commit.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await commit
-    held.cancel_answered.set()
-    async with asyncio.timeout(5):
-        await held.closing.wait()
-    held.hold = False
-    await writes.write([one_frame(uuid.uuid4())])
-    assert len(made) == 2 and held.statements == 2
+    assert len(made) == 2 and made[1].statements == 1
 
 
 async def test_close_all_closes_the_idle_connections(connections):

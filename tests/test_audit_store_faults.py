@@ -85,7 +85,8 @@ def write_batch(session_id, frames, commands, *, retry: bool = False) -> dict:
 def recorder_on(session_id, pool, *, on_loop: bool = False) -> Recorder:
     """A recorder whose group writer runs on the test's pool (two commits in flight): every
     commit, or with ``on_loop`` (PostgreSQL's default) only the retries."""
-    return Recorder(session_id, writer=GroupWriter(pool=pool, in_flight=2, on_loop=on_loop))
+    loop_write = "auto" if on_loop else None
+    return Recorder(session_id, writer=GroupWriter(pool=pool, in_flight=2, loop_write=loop_write))
 
 
 # Which errors are a lost connection

@@ -249,6 +249,48 @@ async def test_a_group_that_does_not_commit_in_time_fails_all_its_sessions(store
     assert [len(ids) for ids, _ in store.calls] == [1, 1]  # the hung one never ran
 
 
+class SlowToCancel:
+    """A fake write on the event loop (as PostgreSQL's) whose cancellation is answered only when
+    the test says, as psycopg waits for the server's answer to a cancel request."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.running = asyncio.Event()
+        self.cancelled = asyncio.Event()
+        self.cancel_answered = asyncio.Event()
+
+    async def __call__(self, batches: list[SessionBatch]) -> dict[uuid.UUID, str]:
+        self.calls += 1
+        if self.calls > 1:
+            return {}
+        self.running.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            await self.cancel_answered.wait()
+            raise
+        raise AssertionError("not reached")
+
+
+async def test_a_group_given_up_on_does_not_wait_for_its_cancellation(store, pool):
+    """The sessions fail at the deadline and the slot goes to the next group, while the
+    cancelled commit is still waiting for the store's answer."""
+    slow = SlowToCancel()
+    group = GroupWriter(store, pool=pool, loop_write=slow, in_flight=1, commit_timeout=0.01)
+    stuck = commit(group, batch())
+    await slow.running.wait()
+    await asyncio.wait([stuck], timeout=5)  # (a timeout would cancel the wait, and hang)
+    with pytest.raises(TimeoutError):
+        stuck.result()
+    assert slow.cancelled.is_set() and not slow.cancel_answered.is_set()
+    group.commit_timeout = 10
+    await group.commit(batch())  # the slot is free: committed on the loop at once
+    assert slow.calls == 2 and group.commits == 1 and not store.calls
+    slow.cancel_answered.set()
+    await turns()
+
+
 async def test_a_batch_whose_session_stopped_waiting_is_left_out(store, pool):
     group = writer(store, pool, in_flight=1)
     running = commit(group, batch())

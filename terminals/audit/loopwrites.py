@@ -10,10 +10,10 @@ Each group writer (one per event loop) has one :class:`LoopWrites`, which keeps 
 its commits in flight use. They are made as Django makes the default database's (its
 ``DATABASES`` settings, ``assume_role`` included) and configured as the writer's threads'
 (``store.configuration``: the application name, ``statement_timeout`` at
-``AUDIT_COMMIT_TIMEOUT``). A connection whose commit failed or was cancelled (the writer's
-timeout, the loop shutting down) is never used again: the next commit connects anew. A commit
-cancelled mid-statement is cancelled on the server too, in the background, so the writer's
-timeout is not extended by the cancellation's own round trip.
+``AUDIT_COMMIT_TIMEOUT``). A connection whose commit failed or was cancelled (the writer gave
+up on it, or the loop is closing) is never used again: the next commit connects anew. A commit
+cancelled mid-statement is cancelled on the server too (psycopg sends the cancel request and
+waits for the answer; the writer has failed the group's sessions already, and does not wait).
 
 Only the first attempt runs here. The writer retries a group lost with its connection on a
 thread (``writes.write_group(retry=True)``), which first looks for the batches that landed.
@@ -21,8 +21,6 @@ thread (``writes.write_group(retry=True)``), which first looks for the batches t
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import uuid
 import weakref
 from collections.abc import Sequence
@@ -43,7 +41,6 @@ class LoopWrites:
 
     def __init__(self) -> None:
         self._idle: list[Any] = []  # psycopg.AsyncConnection, ready for the next commit
-        self._cancelling: set[asyncio.Task[Any]] = set()
         _every.add(self)
 
     async def write(self, batches: Sequence[SessionBatch]) -> dict[uuid.UUID, str]:
@@ -51,30 +48,12 @@ class LoopWrites:
         batch was refused (ended or gone), with why. Raises the driver's errors."""
         statement, parameters = postgresql_write([b.session_id for b in batches], batches)
         conn = self._idle.pop() if self._idle else await connect()
-        executing = asyncio.ensure_future(_execute(conn, statement, parameters))
-        try:
-            live = await asyncio.shield(executing)
-        except asyncio.CancelledError:
-            # The writer gave up (its timeout) or the loop is closing: psycopg cancels the
-            # statement on the server and then waits for it, which may take a while on a sick
-            # network; that goes on here, in the background.
-            executing.cancel()
-            self._cancelling.add(executing)
-            executing.add_done_callback(functools.partial(self._given_up, conn))
-            raise
+        live = await _execute(conn, statement, parameters)
         self._idle.append(conn)
         return {b.session_id: REFUSED for b in batches if b.session_id not in live}
 
-    def _given_up(self, conn: Any, executing: asyncio.Task[Any]) -> None:
-        """A statement given up on has ended: its connection is not used again, even if the
-        statement finished before the cancellation reached it."""
-        self._cancelling.discard(executing)
-        if not executing.cancelled():
-            executing.exception()  # retrieved: the group has been failed already
-        conn.pgconn.finish()  # closed already if the statement failed; then a no-op
-
     def close(self) -> None:
-        """Close the idle connections (those of commits still running close as they end).
+        """Close the idle connections (a commit still running keeps its own until it ends).
         Synchronous, so it serves a loop that has already closed, as a test's has."""
         idle, self._idle = self._idle, []
         for conn in idle:

@@ -20,8 +20,10 @@ It fails closed per session, as each session's own commit did:
 - any other error is the fault of one batch or of the store: each batch of the group is then
   committed alone, so only the sessions whose own batch fails are failed;
 - a group that has not committed within ``AUDIT_COMMIT_TIMEOUT`` (retry included) fails every
-  session in it with :class:`TimeoutError`. PostgreSQL's statement is cancelled (and its
-  connection dropped); SQLite's thread stays busy until the store gives up too; groups queued
+  session in it with :class:`TimeoutError` at that moment, and its slot goes to the next group.
+  Its commit is cancelled but not waited for: PostgreSQL's statement is cancelled on the server
+  (psycopg waits for the server's answer, which a sick network or disk can delay) and its
+  connection dropped; SQLite's thread stays busy until the store gives up too, and groups queued
   behind it time out in their turn, so nothing waits without bound.
 """
 
@@ -37,7 +39,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from django.db import connection
 
@@ -64,6 +66,12 @@ class GroupWrite(Protocol):
     def __call__(
         self, batches: Sequence[SessionBatch], *, retry: bool = False
     ) -> dict[uuid.UUID, str]: ...
+
+
+class LoopGroupWrite(Protocol):
+    """Commits one group on the event loop (``LoopWrites.write``, or a test's fake)."""
+
+    async def __call__(self, batches: Sequence[SessionBatch]) -> dict[uuid.UUID, str]: ...
 
 
 @dataclass
@@ -97,24 +105,26 @@ class GroupWriter:
     """Group commit for the sessions of one event loop. ``write``, ``in_flight``,
     ``commit_timeout`` and ``pool`` default to the store, the settings and :func:`executor`.
 
-    ``on_loop`` (PostgreSQL only, the default there unless ``write`` is given): first attempts
-    go through ``loopwrites`` on the loop, and ``write`` on ``pool`` does only the retries.
+    ``loop_write``, if not None, makes every first attempt on the event loop, and ``write`` on
+    ``pool`` does only the retries. ``"auto"``: ``loopwrites`` on PostgreSQL unless ``write`` is
+    given, else None.
     """
 
     def __init__(
         self,
         write: GroupWrite | None = None,
         *,
-        on_loop: bool | None = None,
+        loop_write: LoopGroupWrite | Literal["auto"] | None = "auto",
         in_flight: int | None = None,
         commit_timeout: float | None = None,
         pool: Executor | None = None,
         max_group_bytes: int = MAX_GROUP_BYTES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if on_loop is None:
-            on_loop = write is None
-        self._loop_writes = LoopWrites() if on_loop and connection.vendor == "postgresql" else None
+        if loop_write == "auto":
+            on_postgresql = write is None and connection.vendor == "postgresql"
+            loop_write = LoopWrites().write if on_postgresql else None
+        self._loop_write = loop_write
         self._write: GroupWrite = write if write is not None else write_group
         self.in_flight = in_flight if in_flight is not None else commits_in_flight()
         if commit_timeout is None:
@@ -174,18 +184,32 @@ class GroupWriter:
     async def _run(self, group: list[_Waiting]) -> None:
         batches = [waiting.batch for waiting in group]
         outcome: dict[uuid.UUID, BaseException | None]
+        task = asyncio.current_task()
+        assert task is not None
+        deadline = asyncio.get_running_loop().call_later(
+            self.commit_timeout, self._give_up, task, group
+        )
         try:
-            async with asyncio.timeout(self.commit_timeout):
-                outcome = await self._commit(batches)
-        except asyncio.CancelledError:  # the loop is shutting down
+            outcome = await self._commit(batches)
+        except asyncio.CancelledError:  # given up on (settled already), or the loop is closing
             for waiting in group:
                 waiting.done.cancel()
             raise
-        except Exception as exc:  # TimeoutError, or the store's
+        except Exception as exc:  # the store's
             outcome = dict.fromkeys((batch.session_id for batch in batches), exc)
         else:
             self.commits += 1
+        finally:
+            deadline.cancel()
         _settle(group, outcome)
+
+    def _give_up(self, task: asyncio.Task[None], group: list[_Waiting]) -> None:
+        """The group has not committed in time: its sessions fail now and its slot is free.
+        Its commit is cancelled, not waited for (a cancellation may take long to be heard)."""
+        _settle(group, {waiting.batch.session_id: TimeoutError() for waiting in group})
+        self._running.discard(task)
+        task.cancel()
+        self._start_groups()
 
     async def _commit(self, batches: list[SessionBatch]) -> dict[uuid.UUID, BaseException | None]:
         """Each session's outcome: None once committed, else why not."""
@@ -221,8 +245,8 @@ class GroupWriter:
     async def _call(
         self, batches: list[SessionBatch], *, retry: bool = False
     ) -> dict[uuid.UUID, str]:
-        if self._loop_writes is not None and not retry:
-            return await self._loop_writes.write(batches)
+        if self._loop_write is not None and not retry:
+            return await self._loop_write(batches)
         write = functools.partial(self._write, batches, retry=retry)
         pool = self._pool if self._pool is not None else executor()
         return await asyncio.get_running_loop().run_in_executor(pool, write)
