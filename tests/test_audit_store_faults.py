@@ -344,14 +344,10 @@ class TableLock:
         self.thread.join(10)
 
 
-@postgresql_only
-async def test_a_locked_table_ends_the_session_within_the_commit_timeout_on_a_thread(
-    session_id, pool, settings
-):
-    settings.TERMINALS = {**settings.TERMINALS, "AUDIT_COMMIT_TIMEOUT": 1}
-    recorder = recorder_on(session_id, pool)
+async def a_frozen_commit_fails_in_time(session_id, recorder: Recorder, then) -> None:
+    """With the frame table locked, the next frame fails within the commit timeout (1 s); then
+    ``then()`` is awaited, still under the lock. Only the frame before the lock is stored."""
     await recorder.record(STDIN, b"before\r")
-
     lock = TableLock()
     await asyncio.to_thread(lock.take)
     try:
@@ -359,51 +355,57 @@ async def test_a_locked_table_ends_the_session_within_the_commit_timeout_on_a_th
         with pytest.raises(AuditUnavailable):
             await recorder.record(STDIN, b"frozen\r")
         assert time.monotonic() - started < 2.5
-        # The server cancelled the statement too: both threads work again, lock or not.
-        async with asyncio.timeout(3):
-            await asyncio.to_thread(on_every_thread, pool, 2, lambda: None)
+        await then()
     finally:
         await asyncio.to_thread(lock.release)
     await recorder.close()
-
     rows = [bytes(f.data) async for f in Frame.objects.filter(session_id=session_id)]
     assert rows == [b"before\r"]
+
+
+@postgresql_only
+async def test_a_locked_table_ends_the_session_within_the_commit_timeout_on_a_thread(
+    session_id, pool, settings
+):
+    settings.TERMINALS = {**settings.TERMINALS, "AUDIT_COMMIT_TIMEOUT": 1}
+
+    async def threads_work_again() -> None:
+        # The server cancelled the statement too: both threads work again, lock or not.
+        async with asyncio.timeout(3):
+            await asyncio.to_thread(on_every_thread, pool, 2, lambda: None)
+
+    await a_frozen_commit_fails_in_time(
+        session_id, recorder_on(session_id, pool), threads_work_again
+    )
 
 
 @postgresql_only
 async def test_a_locked_table_ends_the_session_within_the_commit_timeout_on_the_loop(
     session_id, pool, settings, monkeypatch
 ):
-    """The loop's statement is cancelled on the server, in the background: no backend is left
-    waiting for the lock once that has ended."""
+    """The loop's statement is cancelled on the server after the session has failed: no
+    backend is left waiting for the lock once that has ended."""
     settings.TERMINALS = {**settings.TERMINALS, "AUDIT_COMMIT_TIMEOUT": 1}
-    recorder = recorder_on(session_id, pool, on_loop=True)
-    await recorder.record(STDIN, b"before\r")
     statement_ended = asyncio.Event()
     real_execute = loopwrites._execute
+    statements = []
 
     async def execute(*args):
+        statements.append(args)
         try:
             return await real_execute(*args)
         finally:
-            statement_ended.set()
+            if len(statements) == 2:  # the frozen frame's (the first is the frame before)
+                statement_ended.set()
 
-    monkeypatch.setattr(loopwrites, "_execute", execute)
-    lock = TableLock()
-    await asyncio.to_thread(lock.take)
-    try:
-        started = time.monotonic()
-        with pytest.raises(AuditUnavailable):
-            await recorder.record(STDIN, b"frozen\r")
-        assert time.monotonic() - started < 2.5
+    async def no_statement_left() -> None:
         async with asyncio.timeout(3):
             await statement_ended.wait()
         assert await sync_to_async(waiting_for_the_lock)() == 0
-    finally:
-        await asyncio.to_thread(lock.release)
-    await recorder.close()
-    rows = [bytes(f.data) async for f in Frame.objects.filter(session_id=session_id)]
-    assert rows == [b"before\r"]
+
+    monkeypatch.setattr(loopwrites, "_execute", execute)
+    recorder = recorder_on(session_id, pool, on_loop=True)
+    await a_frozen_commit_fails_in_time(session_id, recorder, no_statement_left)
 
 
 def waiting_for_the_lock() -> int:

@@ -135,6 +135,25 @@ async def test_a_failed_read_reaches_every_receive_and_a_later_receive_reads_aga
     assert await asyncio.wait_for(again, 10) == PING
 
 
+async def test_no_connection_idle_through_an_outage_is_used_after_it(redis_server):
+    """A connection left idle in the pool while Redis restarts is dead; redis-py's pool finds
+    it so (a read that would not block) before handing it out, so a group join after the
+    restart (a watcher's, in the product) connects anew. The product relies on that."""
+    layer = a_layer(redis_server)
+    channel = await layer.new_channel()
+    await layer.group_add("before", channel)  # its connection goes back to the pool, idle
+    receive = asyncio.ensure_future(layer.receive(channel))
+    await until_blocked_in_pop(redis_server)
+    redis_server.kill()
+    await asyncio.wait([receive], timeout=30)
+    with pytest.raises(ChannelLayerReadFailed):
+        receive.result()
+    redis_server.start()
+    await layer.group_add("after", channel)
+    await layer.group_send("after", PING)
+    assert await asyncio.wait_for(layer.receive(channel), 10) == PING
+
+
 async def test_messages_nobody_receives_go_after_the_expiry(redis_server):
     now = [1000.0]
     layer = a_layer(redis_server, expiry=60)
