@@ -3,8 +3,10 @@ asynchronous connection, with no hop to a thread and back.
 
 The hop cost each commit (two per keystroke) the wake-up of a thread, the handing over of
 Python's lock, and a wake-up of the loop with the result; under load the loop's thread holds the
-lock and the writer's thread waits for it. On the bench's machine (2026-12-08) a one-row commit
-took 0.61 ms (p50) and 1.72 ms (p99) through a thread and 0.32 / 0.97 ms on the loop.
+lock and the writer's thread waits for it. On the bench's machine (2026-12-07, late) a one-row
+``INSERT`` into a temporary table took 0.61 ms (p50) and 1.72 ms (p99) through a thread and 0.32
+/ 0.97 ms on the loop, with an idle loop; the README's Performance section has the end-to-end
+figures.
 
 Each group writer (one per event loop) has one :class:`LoopWrites`, which keeps the connections
 its commits in flight use. They are made as Django makes the default database's (its
