@@ -1,7 +1,7 @@
 """``loopwrites.LoopWrites``' own rules, in process, with a fake connection (``FakeConnection``)
 in place of psycopg's: connections reused one per commit in flight, never after a failure or a
-cancellation. The real statement on
-a real PostgreSQL, its faults and its retries are in ``test_audit_store_faults.py``.
+cancellation. The real statement on a real PostgreSQL, its faults and its retries are in
+``test_audit_store_faults.py``.
 """
 
 from __future__ import annotations

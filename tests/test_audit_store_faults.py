@@ -257,12 +257,14 @@ async def test_a_second_failure_on_the_threads_ends_the_recording(session_id, po
     assert await Frame.objects.filter(session_id=session_id).acount() == 1
 
 
-def audit_connections() -> list[int]:
-    """The server processes of the audit connections to this test database."""
+def audit_connections(*, running: bool = False) -> list[int]:
+    """The server processes of the audit connections to this test database (``running``: those
+    running a statement now)."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-            " AND application_name = %s AND pid <> pg_backend_pid()",
+            " AND application_name = %s AND pid <> pg_backend_pid()"
+            + (" AND state = 'active'" if running else ""),
             [store.APPLICATION_NAME],
         )
         return [row[0] for row in cursor.fetchall()]
@@ -401,22 +403,11 @@ async def test_a_locked_table_ends_the_session_within_the_commit_timeout_on_the_
     async def no_statement_left() -> None:
         async with asyncio.timeout(3):
             await statement_ended.wait()
-        assert await sync_to_async(waiting_for_the_lock)() == 0
+        assert await sync_to_async(audit_connections)(running=True) == []  # none on the lock
 
     monkeypatch.setattr(loopwrites, "_execute", execute)
     recorder = recorder_on(session_id, pool, on_loop=True)
     await a_frozen_commit_fails_in_time(session_id, recorder, no_statement_left)
-
-
-def waiting_for_the_lock() -> int:
-    """Audit connections of this database running a statement (the lock's holder is not one)."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-            " AND application_name = %s AND state = 'active'",
-            [store.APPLICATION_NAME],
-        )
-        return cursor.fetchone()[0]
 
 
 @postgresql_only
