@@ -121,9 +121,20 @@ class Crowd:
             "open_ms_max": open_ms[-1] if open_ms else None,
         }
 
-    def type(self, start_at: float, seconds: float, interval: float) -> asyncio.Task[Any]:
-        """Every typist types from ``start_at`` for ``seconds``; the task gives the merge."""
-        command = ("type", {"start_at": start_at, "seconds": seconds, "interval": interval})
+    def type(
+        self, start_at: float, seconds: float, interval: float, *, direct_only: bool = False
+    ) -> asyncio.Task[Any]:
+        """Every typist (or every direct one) types from ``start_at`` for ``seconds``; the task
+        gives the merge."""
+        command = (
+            "type",
+            {
+                "start_at": start_at,
+                "seconds": seconds,
+                "interval": interval,
+                "direct_only": direct_only,
+            },
+        )
         return asyncio.create_task(self._typed(command, seconds))
 
     async def _typed(self, command: tuple[str, dict[str, Any]], seconds: float) -> dict[str, Any]:
@@ -236,7 +247,10 @@ async def _type(
     start_at: float,
     seconds: float,
     interval: float,
+    direct_only: bool,
 ) -> dict[str, Any]:
+    if direct_only:
+        web = []
     typists: list[Typist] = [*web, *direct]
     # Each typist starts at a random point of the interval: keys spread, not in lockstep.
     typing = [t.type_for(start_at, seconds, interval, rng.uniform(0, interval)) for t in typists]

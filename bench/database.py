@@ -6,7 +6,10 @@ the rest uses the ORM in this process, against the same database the benchmark's
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +56,30 @@ def _recreate_postgres_database() -> None:
         # FORCE: a Daphne killed by an earlier run may have left connections behind.
         conn.execute(f"DROP DATABASE IF EXISTS {PG_NAME} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {PG_NAME}")
+
+
+def settle() -> float:
+    """Write out what earlier steps left for the database to write later; the seconds it took.
+
+    Called before each latency window, not within it, so that a window measures its own load:
+    after a step that streamed hundreds of MiB, PostgreSQL's next checkpoint flushes them to
+    disk and, on this kind of machine, held commits (and so keystrokes) for up to a third of a
+    second, seconds after that step ended (SQLite: its WAL, checkpointed into the database at
+    some later commit). The bench's own connection, not Django's: it may run on any thread.
+    """
+    started = time.monotonic()
+    name = os.environ.get("WEBSHELL_TEST_DB_NAME", "")
+    if os.environ.get("DATABASE_URL", "").startswith("postgres"):
+        import psycopg
+
+        with psycopg.connect(
+            host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=name, autocommit=True
+        ) as conn:
+            conn.execute("CHECKPOINT")
+    elif name:
+        with contextlib.closing(sqlite3.connect(name, timeout=30)) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return round(time.monotonic() - started, 3)
 
 
 def setup_django_and_migrate() -> None:

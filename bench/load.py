@@ -24,6 +24,7 @@ from .stack import CpuMeter, Stack, listen_overflows, load_1min
 
 KEY_INTERVAL = 0.2  # 5 keys/s per typist
 ADDED_P99_LIMIT_MS = 20.0  # the knee: the largest N whose added p99 stays within this
+HARNESS_TYPISTS = 500  # the target: the ramp measures the machine without Daphne at it
 
 
 def direct_typists(web: int) -> int:
@@ -42,13 +43,21 @@ def added(window: dict[str, Any], p: str) -> float | None:
 
 
 async def typing_window(
-    stack: Stack, crowd: Crowd, seconds: float, postgres: bool, streamer: Streamer | None = None
+    stack: Stack,
+    crowd: Crowd,
+    seconds: float,
+    postgres: bool,
+    streamer: Streamer | None = None,
+    *,
+    direct_only: bool = False,
 ) -> dict[str, Any]:
-    """Every typist of the crowd types for ``seconds``; the servers' CPU (and a streamer's
-    output) over exactly then."""
+    """Every typist of the crowd (or only the direct ones) types for ``seconds``; the servers'
+    CPU (and a streamer's output) over exactly then. The database is settled first
+    (``database.settle``)."""
+    settled = await asyncio.to_thread(database.settle)
     meter = CpuMeter(stack, database.PG_NAME if postgres else None)
     start_at = time.monotonic() + START_DELAY
-    typing = crowd.type(start_at, seconds, KEY_INTERVAL)
+    typing = crowd.type(start_at, seconds, KEY_INTERVAL, direct_only=direct_only)
     await asyncio.sleep(start_at - time.monotonic())
     meter.start()
     streamed = streamer.bytes if streamer else 0
@@ -69,6 +78,7 @@ async def typing_window(
         if echoed
         else None,
         "load_1min": load,
+        "settle_s": settled,
     }
 
 
@@ -110,6 +120,9 @@ async def typing_ramp(
             figures.append({"sessions": sessions, "open": opened, **window})
             if not within_limit(window) or window["harness_limited"] or not opened["web_opened"]:
                 break  # past the knee: larger N would only take longer to say so
+        without_daphne = None
+        if len(figures) < len(steps) and max(steps) >= HARNESS_TYPISTS:
+            without_daphne = await harness_alone(stack, crowd, seconds, postgres)
     return {
         "key_interval_s": KEY_INTERVAL,
         "window_seconds": seconds,
@@ -118,6 +131,25 @@ async def typing_ramp(
         "knee": knee(figures),
         "stopped_past_knee": len(figures) < len(steps),
         "harness_limited": bool(figures) and figures[-1]["harness_limited"],
+        "without_daphne": without_daphne,
+    }
+
+
+async def harness_alone(
+    stack: Stack, crowd: Crowd, seconds: float, postgres: bool
+) -> dict[str, Any]:
+    """:data:`HARNESS_TYPISTS` typists straight to kubesim, and nobody through the web shell:
+    what kubesim, the pods and the bench client take of this machine at the target, the share
+    a web shell process could not have here."""
+    opened = await crowd.open(0, max(0, HARNESS_TYPISTS - crowd.direct_count))
+    window = await typing_window(stack, crowd, seconds, postgres, direct_only=True)
+    return {
+        "typists": window["direct"]["typists"],
+        "open": opened,
+        "direct": window["direct"],
+        "cpu_percent": window["cpu_percent"],
+        "client": window["client"],
+        "load_1min": window["load_1min"],
     }
 
 

@@ -295,6 +295,7 @@ async def keystrokes_beside_direct(stack: Stack, count: int, runs: int) -> dict[
     """
     rounds = []
     for _ in range(runs):
+        await asyncio.to_thread(database.settle)
         web = await keystrokes(stack, count)
         bare = await direct.round_trips(endpoint(stack), count)
         rounds.append(

@@ -201,6 +201,17 @@ def _typing(result: dict[str, Any]) -> str:
         )
     if lost:
         note += f" {lost} keystrokes never came back within the drain time (counted as slowest)."
+    alone = t.get("without_daphne")
+    if alone:
+        cpu, client = alone["cpu_percent"], alone["client"]
+        note += (
+            f"\n\n**The machine without the web shell** at N = {fmt(alone['typists'])}: as many "
+            f"typists straight to kubesim, nobody through Daphne: p50 / p99 "
+            f"{fmt(alone['direct']['p50_ms'], 2)} / {fmt(alone['direct']['p99_ms'], 2)} ms; "
+            f"kubesim {fmt(cpu.get('kubesim'))} % and the bench client "
+            f"{fmt(sum(client['cpu_percent_each']))} % of one core (load "
+            f"{fmt(alone['load_1min'], 2)}), before Daphne or the database take any."
+        )
     return (
         f"**Typing ramp**: N sessions typing into `cat` at 5 keys/s each (open loop, "
         f"{fmt(t['window_seconds'])} s per N, sessions kept open as N grows), beside direct "
@@ -423,6 +434,22 @@ def render_summary(results: list[dict[str, Any]]) -> str:
 
     add("typing sessions at 5 keys/s with added p99 ≤ 20 ms (the knee)", f"≥ {KNEE_TARGET}", knee)
     add("added keystroke p99 by N, ms", "", steps)
+
+    def without_daphne(r: dict[str, Any]) -> str:
+        alone = r["typing"]["without_daphne"]
+        if not alone:
+            return "–"
+        cpu = alone["cpu_percent"].get("kubesim", 0.0) + sum(alone["client"]["cpu_percent_each"])
+        return (
+            f"N = {alone['typists']}: {fmt(cpu, 0)} % "
+            f"(their p99 {fmt(alone['direct']['p99_ms'], 1)} ms)"
+        )
+
+    add(
+        "kubesim + bench client CPU, typists straight to kubesim (no web shell), % of a core",
+        "",
+        without_daphne,
+    )
     add(
         "Daphne CPU per keystroke at the knee, ms",
         "",

@@ -315,6 +315,13 @@ def sample_result(db: str) -> dict[str, Any]:
             "knee": 100,
             "stopped_past_knee": True,
             "harness_limited": False,
+            "without_daphne": {
+                "typists": 500,
+                "direct": {"p50_ms": 0.9, "p99_ms": 6.4, "typists": 500},
+                "cpu_percent": {"daphne": 1.4, "kubesim": 58.2},
+                "client": {"workers": 2, "cpu_percent_each": [26.0, 26.5]},
+                "load_1min": 0.9,
+            },
         },
         "daphne_log": {"trouble_lines": 0},
     }
@@ -342,6 +349,20 @@ def test_the_summary_puts_the_databases_side_by_side_against_the_targets() -> No
     assert "|  | SQLite | PostgreSQL | target |" in text
     assert "| **100** (500 keys/s) | < 50 | ≥ 500 |" in text
     assert "Daphne RSS per idle session at 100 / 1000 sessions, KiB | 140.0 / 160.0" in text
+
+
+def test_the_report_says_what_the_machine_takes_at_the_target_without_the_web_shell() -> None:
+    result = sample_result("postgres")
+    assert (
+        "**The machine without the web shell** at N = 500: as many typists straight to "
+        "kubesim, nobody through Daphne: p50 / p99 0.90 / 6.40 ms; kubesim 58.2 % and the "
+        "bench client 52.5 % of one core"
+    ) in render(result)
+    assert "(no web shell), % of a core | N = 500: 111 % (their p99 6.4 ms) |" in render_summary(
+        [result]
+    )
+    del result["typing"]["without_daphne"]  # a ramp within the target, or an older run
+    assert "The machine without the web shell" not in render(result)
 
 
 def test_a_section_the_run_lacks_is_left_out_of_the_summary_row_not_the_table() -> None:
