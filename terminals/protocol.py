@@ -164,9 +164,11 @@ def ready_message(
     resume: str | None = None,
     resumed: bool = False,
     containers: list[str] | None = None,
+    input_bytes: int | None = None,
 ) -> str:
     """The message sent once the exec is running, and again to a browser that resumed it;
-    ``resume`` is the token to resume with next (none when resuming is off)."""
+    ``resume`` is the token to resume with next (none when resuming is off); ``input_bytes``
+    the stdin bytes the session has taken so far (:func:`with_input` sets it on a resume)."""
     payload: dict[str, Any] = {
         "type": "ready",
         "session": session,
@@ -179,6 +181,16 @@ def ready_message(
         payload["resume"] = resume
     if resumed:
         payload["resumed"] = True
+    if input_bytes is not None:
+        payload["input"] = input_bytes
+    return json.dumps(payload)
+
+
+def with_input(ready: str, input_bytes: int) -> str:
+    """``ready`` (a :func:`ready_message`) saying that the session has taken ``input_bytes``
+    stdin bytes: set by the process that holds the session, as the browser is attached."""
+    payload = json.loads(ready)
+    payload["input"] = input_bytes
     return json.dumps(payload)
 
 

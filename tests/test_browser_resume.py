@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from terminals.models import Resume, Session
+from terminals.models import Frame, Resume, Session
 from tests.fixtures.proxy import CuttableProxy
 from tests.test_browser import ALL_LINES, ROOT, log_in_with_cookie, run, wait_connected
 from tests.test_resume import resuming_daphne
@@ -61,8 +61,8 @@ def test_a_dropped_connection_reconnects_by_itself_and_keeps_everything(
     # Output printed while the network is down, and keystrokes typed meanwhile.
     page.keyboard.type("sleep 2; echo away-$((6*7))")
     page.keyboard.press("Enter")
-    # Input in flight when a network drops is lost with it (only output is replayed): the
-    # connection is cut once the shell has the whole line (its echo moved the cursor on).
+    # The connection is cut once the shell has the whole line (its echo moved the cursor on):
+    # this test is about output; input lost with the connection is the next one's.
     page.wait_for_function(
         """(typed) => { const buffer = terminalApp.term.buffer.active;
                         for (let y = buffer.length - 1; y >= 0; y--) {
@@ -89,6 +89,59 @@ def test_a_dropped_connection_reconnects_by_itself_and_keeps_everything(
     assert sum(line == "held-42" for line in page.evaluate(ALL_LINES)) == 1
     resumes = list(Resume.objects.filter(session_id=session))
     assert len(resumes) >= 1
+
+
+def test_keystrokes_lost_with_a_dropped_connection_are_sent_again_once(
+    page: Page, proxied: CuttableProxy
+) -> None:
+    log_in_with_cookie(page, proxied.url, "ada")
+    page.goto(proxied.url + TERMINAL)
+    session = wait_connected(page)
+    page.locator("#terminal .xterm").click()
+    run(page, "echo before-$((6*7))", "before-42")
+    line = "echo lost-$((6*7))"
+    with proxied.stalled():
+        # The page sends each key on its open socket; the network takes it and goes silent.
+        page.keyboard.type(line)
+        page.keyboard.press("Enter")
+        proxied.wait_dropped(7 * (len(line) + 1))  # a masked one-byte frame is 7 bytes
+    page.wait_for_function("terminalApp.state === 'connected' && terminalApp.resumes === 1")
+    page.wait_for_function(f"({ALL_LINES})().some((line) => line === 'lost-42')", timeout=10_000)
+    assert page.evaluate("terminalApp.session") == session
+    assert state_text(page).startswith("reconnected")
+    run(page, "echo after-$((6*7))", "after-42")
+    assert sum(line == "lost-42" for line in page.evaluate(ALL_LINES)) == 1
+    # The record has the line once: sent again only what the server never took.
+    stdin = b"".join(
+        Frame.objects.filter(session_id=session, direction="i").order_by("seq").values_list(
+            "data", flat=True
+        )
+    )
+    assert stdin.count(line.encode() + b"\r") == 1
+
+
+def test_more_lost_input_than_the_page_keeps_is_not_sent_again_and_the_page_says_so(
+    page: Page, proxied: CuttableProxy
+) -> None:
+    log_in_with_cookie(page, proxied.url, "ada")
+    page.goto(proxied.url + TERMINAL)
+    session = wait_connected(page)
+    page.locator("#terminal .xterm").click()
+    run(page, "echo before-$((6*7))", "before-42")
+    with proxied.stalled():
+        # Five pastes of 20,000 bytes: the page keeps the last 64 KiB and more it sent, not all.
+        for _ in range(5):
+            page.evaluate("(text) => terminalApp.term.paste(text)", "x" * 20_000)
+        proxied.wait_dropped(100_000)
+    page.wait_for_function("terminalApp.state === 'connected' && terminalApp.resumes === 1")
+    expect(page.locator("#terminal-state")).to_have_text(
+        "reconnected; input sent as the connection dropped was lost"
+    )
+    run(page, "echo after-$((6*7))", "after-42")  # nothing half-sent before it
+    stdin = b"".join(
+        Frame.objects.filter(session_id=session, direction="i").values_list("data", flat=True)
+    )
+    assert b"x" not in stdin
 
 
 def test_a_reload_resumes_the_same_session_with_its_screen(

@@ -16,6 +16,7 @@ from terminals.protocol import (
     error_message,
     exit_message,
     ready_message,
+    with_input,
 )
 
 LIMIT = 1024
@@ -90,6 +91,9 @@ def test_server_messages():
         "container": "main",
         "command": ["/bin/sh"],
     }
+    ready = ready_message("abc", "main", ["/bin/sh"], resume="t", resumed=True, input_bytes=7)
+    assert json.loads(ready)["input"] == 7
+    assert json.loads(with_input(ready, 9)) == {**json.loads(ready), "input": 9}
     assert json.loads(exit_message(3)) == {"type": "exit", "code": 3}
     assert json.loads(error_message(CloseCode.IDLE, "Idle.")) == {
         "type": "error",

@@ -80,9 +80,11 @@ async def test_a_dropped_socket_resumes_with_the_output_printed_while_away_exact
 ):
     client = await TerminalClient.connect(server.ws_url, WEB, sam)
     ready = await client.until_message("ready")
+    assert ready["input"] == 0
     await run_line(client, "echo start-$((1+1))", "start-2")
     # Output keeps coming after the drop: the shell prints while nobody is attached.
-    await client.type(f"sleep 1; {say('AWAY')}; seq 1 20000 | tail -1\r")
+    away = f"sleep 1; {say('AWAY')}; seq 1 20000 | tail -1\r"
+    await client.type(away)
     await client.drop()
     received = bytes(client.output)
     await detached_record(ready["session"])
@@ -92,6 +94,8 @@ async def test_a_dropped_socket_resumes_with_the_output_printed_while_away_exact
         assert again["session"] == ready["session"]
         assert again["resumed"] is True
         assert again["resume"] != ready["resume"]
+        # Every stdin byte the dropped socket sent was taken: the page owes nothing again.
+        assert again["input"] == len("echo start-$((1+1))\r") + len(away)
         await resumed.until_output("20000")
         end = await run_line(resumed, say("BACK"), "BACK")
         assert end
@@ -209,6 +213,8 @@ async def test_a_resume_on_another_daphne_relays_to_the_one_holding_the_exec(kub
         async with terminal(other, path, sam, size=None) as relayed:
             again = await relayed.until_message("ready")
             assert again["session"] == ready["session"] and again["resumed"]
+            # Counted by the holder, which took the input.
+            assert again["input"] == len("echo first-$((1+1))\r") + len(f"sleep 1; {say('AWAY')}\r")
             await relayed.until_output("AWAY")
             await relayed.resize(100, 30)
             assert b"30 100" in await run_line(relayed, "stty size", "30 100")

@@ -104,7 +104,8 @@ class FakeShell:
 
 
 class FakeRecorder:
-    """Commits at once, in order, into ``frames``; can be told to fail or to hang on close."""
+    """Commits at once, in order, into ``frames``; can be told to fail, to hang on close, or to
+    hold stdin commits until ``stdin_gate`` is set (a slow store)."""
 
     def __init__(self, log: list[str]) -> None:
         self.frames: list[tuple[str, bytes]] = []
@@ -114,6 +115,7 @@ class FakeRecorder:
         self.closed = False
         self.abandoned = False
         self.commands: list[Any] = []
+        self.stdin_gate: asyncio.Event | None = None
 
     async def submit(self, direction: str, data: bytes) -> asyncio.Future[Stored]:
         if self.fail:
@@ -125,6 +127,8 @@ class FakeRecorder:
         return done
 
     async def record(self, direction: str, data: bytes) -> Stored:
+        if direction == "i" and self.stdin_gate is not None:
+            await self.stdin_gate.wait()
         return await (await self.submit(direction, data))
 
     def offset_us(self) -> int:

@@ -11,7 +11,7 @@ import pytest
 
 from terminals.kube.exec import ExecStatus, Output
 from terminals.models import Session
-from terminals.protocol import Stdin
+from terminals.protocol import Ack, Resize, Stdin
 from terminals.session.core import State
 from terminals.session.resume import NotResumable
 from tests.test_session_core import FakeBrowser, Parts, until
@@ -75,7 +75,7 @@ async def test_a_resumed_browser_gets_ready_then_the_missed_bytes_once_then_live
     resumed = FakeBrowser()
     resumed.stored = stored_output(parts)
     await session.attach(resumed, 6, READY)
-    assert resumed.texts == [{"type": "ready", "resumed": True}]
+    assert resumed.texts == [{"type": "ready", "resumed": True, "input": 0}]
     await until(lambda: bytes(resumed.output) == b"6789ABC")
     await output(parts, b"live")
     await until(lambda: bytes(resumed.output) == b"6789ABClive")
@@ -90,6 +90,40 @@ async def test_input_from_the_resumed_browser_reaches_the_pod(parts):
     await session.attach(resumed, 0, READY)
     await session.handle(Stdin(b"ls\r"))
     assert parts.stream.stdin == [b"ls\r"]
+
+
+async def test_every_ready_says_how_many_stdin_bytes_the_session_has_taken(parts):
+    session = await parts.started()
+    assert parts.browser.texts[0]["input"] == 0
+    await session.handle(Stdin(b"ls\r"))
+    await session.handle(Stdin("é".encode()))
+    await session.handle(Resize(100, 30))  # not input
+    await session.handle(Ack(10))
+    assert session.detach(parts.browser)
+    resumed = FakeBrowser()
+    await session.attach(resumed, 0, READY)
+    assert resumed.texts[0]["input"] == 5
+    await session.handle(Stdin(b"x"))
+    assert session.detach(resumed)
+    again = FakeBrowser()
+    await session.attach(again, 0, READY)
+    assert again.texts[0]["input"] == 6
+
+
+async def test_input_whose_commit_runs_when_the_page_resumes_counts_as_taken_and_goes_once():
+    parts = Parts(resume_grace=60)
+    session = await parts.started()
+    parts.recorder.stdin_gate = gate = asyncio.Event()
+    typing = asyncio.create_task(session.handle(Stdin(b"abc")))
+    await until(lambda: session.input_bytes == 3)
+    assert session.detach(parts.browser)  # the socket dropped while the commit ran
+    resumed = FakeBrowser()
+    await session.attach(resumed, 0, READY)
+    # The page sent 3 bytes and hears that all 3 were taken: it sends nothing again.
+    assert resumed.texts[0]["input"] == 3
+    gate.set()
+    await typing
+    assert parts.stream.stdin == [b"abc"]
 
 
 async def test_the_grace_running_out_ends_the_session_as_browser_gone():

@@ -162,6 +162,9 @@ class TerminalSession:
         # Resuming: output bytes handed to a browser so far, whether one is attached, and the
         # grace a detached session waits for one (0: a session ends with its socket).
         self.sent_bytes = 0
+        # Stdin bytes taken from browsers so far (each committed, or the session ends): every
+        # ready says it, so that a page resuming sends again what it sent and was lost.
+        self.input_bytes = 0
         self.resume_grace = resume_grace
         self._attached = Flag()
         self._attached.set()
@@ -276,7 +279,9 @@ class TerminalSession:
                         _("The page has %(offset)s output bytes; the session sent %(sent)s.")
                         % {"offset": offset, "sent": self.sent_bytes}
                     )
-                await browser.send_text(ready)
+                # The input count is taken here, the browser before lost: what its socket
+                # still hands over is no longer taken (the consumer and relay check).
+                await browser.send_text(protocol.with_input(ready, self.input_bytes))
                 self.window.reset()
                 self.window.sending(self.sent_bytes - offset)
                 await browser.replay(offset, self.sent_bytes)
@@ -329,6 +334,9 @@ class TerminalSession:
             await self._to_pod(self._stream.send_resize(cols, rows))
 
     async def _stdin(self, data: bytes) -> None:
+        # Counted as it is taken, before the commit's wait: a resume that comes meanwhile
+        # counts it too, and the frame goes on (or the session ends) as every other.
+        self.input_bytes += len(data)
         offset = self._recorder.offset_us()
         if not await self._commit(STDIN, data):
             return
@@ -439,6 +447,7 @@ class TerminalSession:
                 launched.command,
                 resume=token,
                 containers=launched.containers,
+                input_bytes=self.input_bytes,
             )
         )
         if self.size and self.size != launched.size:

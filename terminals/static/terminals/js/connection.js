@@ -5,8 +5,11 @@
 // reconnects by itself after 0.5, 1, 2, 4 and 8 s to the same URL with ?resume=<token>&offset=<N>
 // (N: output bytes received), then stops and lets the page offer a button (retry()). The token
 // is kept in sessionStorage so that a reload resumes too; keystrokes typed while away are held
-// (up to HELD_INPUT bytes) and sent once the session is back. The view (terminal.js, a workspace
-// tab) gives the callbacks: output(bytes, drawn), ready(message), message(message),
+// (up to HELD_INPUT bytes) and sent once the session is back. Keystrokes sent just before the
+// drop may never have reached the server: every ready says how many stdin bytes the session
+// has taken ("input"), and on a resume the page sends again those of its last HELD_INPUT bytes
+// sent that the server did not take. The view (terminal.js, a workspace tab) gives the
+// callbacks: output(bytes, drawn), ready(message, resumed, {inputLost}), message(message),
 // state(name, text), ended(reason, {code, message, resumable}).
 import { socketUrl } from "./common.js";
 import { gettext, interpolate } from "./i18n.js";
@@ -60,6 +63,12 @@ export class TerminalConnection {
     this.attempt = 0;
     this.held = [];
     this.heldBytes = 0;
+    // Input sent since the last ready: its count, and its last HELD_INPUT bytes, to send again
+    // what a dropped socket lost (see ready()). ``inputTaken``: the last ready's "input".
+    this.inputTaken = null;
+    this.inputSent = 0;
+    this.sent = [];
+    this.sentBytes = 0;
     this.socket = null;
     this.live = false; // a ready came and no end since
     this.over = false; // ended for good
@@ -84,6 +93,7 @@ export class TerminalConnection {
   restart() {
     this.forget();
     this.dropHeld();
+    this.forgetSent(null);
     this.session = null;
     this.received = 0;
     this.over = false;
@@ -122,6 +132,10 @@ export class TerminalConnection {
     for (let start = 0; start < bytes.length; start += STDIN_CHUNK) {
       this.socket.send(bytes.subarray(start, start + STDIN_CHUNK));
     }
+    this.inputSent += bytes.length;
+    this.sent.push(bytes);
+    this.sentBytes += bytes.length;
+    while (this.sentBytes - this.sent[0].length >= HELD_INPUT) this.sentBytes -= this.sent.shift().length;
   }
 
   sendText(text) {
@@ -217,11 +231,38 @@ export class TerminalConnection {
       this.resumes += 1;
       if (this.size) this.sendJSON({ type: "resize", ...this.size });
     }
+    const { again, inputLost } = resumed ? this.lostInput(message.input) : { again: [], inputLost: false };
+    this.forgetSent(Number.isInteger(message.input) ? message.input : null);
     const held = this.held;
     this.held = [];
     this.heldBytes = 0;
-    for (const bytes of held) this.sendInput(bytes);
-    this.callbacks.ready(message, resumed);
+    for (const bytes of [...again, ...held]) this.sendInput(bytes);
+    this.callbacks.ready(message, resumed, { inputLost });
+  }
+
+  // What of the input sent before the drop the server did not take (``taken``: the resumed
+  // ready's "input"): sent again if this page still has all of it, else nothing (half a
+  // command line is worse than none) and ``inputLost``. Another page's input (a takeover)
+  // makes the server's count larger: then nothing is owed.
+  lostInput(taken) {
+    if (!Number.isInteger(taken) || this.inputTaken === null) return { again: [], inputLost: false };
+    let owed = this.inputTaken + this.inputSent - taken;
+    if (owed <= 0) return { again: [], inputLost: false };
+    if (owed > this.sentBytes) return { again: [], inputLost: true };
+    const again = [];
+    for (let i = this.sent.length - 1; owed > 0; i -= 1) {
+      const bytes = this.sent[i];
+      again.unshift(owed >= bytes.length ? bytes : bytes.subarray(bytes.length - owed));
+      owed -= bytes.length;
+    }
+    return { again, inputLost: false };
+  }
+
+  forgetSent(taken) {
+    this.inputTaken = taken;
+    this.inputSent = 0;
+    this.sent = [];
+    this.sentBytes = 0;
   }
 
   reconnectLater(code) {

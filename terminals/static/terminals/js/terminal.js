@@ -35,7 +35,7 @@ const connection = new TerminalConnection(element.dataset.socketPath, {
   command: element.dataset.command,
   callbacks: {
     output: (bytes, drawn) => term.write(bytes, drawn),
-    ready(message, resumed) {
+    ready(message, resumed, { inputLost = false } = {}) {
       app.session = message.session;
       app.command = message.command;
       app.container = message.container;
@@ -47,7 +47,11 @@ const connection = new TerminalConnection(element.dataset.socketPath, {
       endedBox.hidden = true;
       // The label stays short (the header is full at 1280 px); the command is its tooltip.
       stateLabel.title = `${message.container}: ${message.command.join(" ")}`;
-      if (resumed) {
+      if (resumed && inputLost) {
+        // Stays until the next change: the person must know to look at what they typed.
+        clearTimeout(shownReconnected);
+        setState("connected", gettext("reconnected; input sent as the connection dropped was lost"));
+      } else if (resumed) {
         // "reconnected" stays a moment, then the usual label.
         setState("connected", gettext("reconnected"));
         clearTimeout(shownReconnected);

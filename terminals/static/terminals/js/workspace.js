@@ -6,6 +6,7 @@
 // resumes every one of them (within the server's RESUME_GRACE). Closing a tab on purpose ends
 // its session; the page asks first while the session is live, and warns before it is left.
 import { screenLines } from "./common.js";
+import { gettext } from "./i18n.js";
 import { TerminalConnection } from "./connection.js";
 import { readPreferences } from "./settings.js";
 import { createTerminalView } from "./view.js";
@@ -119,7 +120,7 @@ class Tab {
       storageKey: `webshell.resume:workspace:${this.id}`,
       callbacks: {
         output: (bytes, drawn) => view.term.write(bytes, drawn),
-        ready: (message, resumed) => this.ready(message, resumed),
+        ready: (message, resumed, notes) => this.ready(message, resumed, notes),
         message: (message) => {
           if (message.type !== "watchers") return;
           showWatchers(this.bar, message.watchers);
@@ -145,13 +146,16 @@ class Tab {
     connection.open();
   }
 
-  ready(message, resumed) {
+  ready(message, resumed, { inputLost = false } = {}) {
     if (this.closed) return;
     this.session = message.session;
     this.sessionLabel.textContent = message.session;
     this.endedBox.hidden = true;
     const running = `${message.container} · ${message.command.join(" ")}`;
-    this.setState("connected", `${resumed ? "reconnected" : "connected"} · ${running}`);
+    const state = inputLost
+      ? gettext("reconnected; input sent as the connection dropped was lost")
+      : resumed ? "reconnected" : "connected";
+    this.setState("connected", `${state} · ${running}`);
   }
 
   ended(reason, { message, resumable }) {
