@@ -49,6 +49,22 @@ def state_text(page: Page) -> str:
     return page.locator("#terminal-state").inner_text()
 
 
+def a_terminal_typed_into(page: Page, proxied: CuttableProxy) -> str:
+    """Ada's terminal through the proxy, a line run in it; its session id."""
+    log_in_with_cookie(page, proxied.url, "ada")
+    page.goto(proxied.url + TERMINAL)
+    session = wait_connected(page)
+    page.locator("#terminal .xterm").click()
+    run(page, "echo before-$((6*7))", "before-42")
+    return session
+
+
+def stdin_of(session: str) -> bytes:
+    """Every stdin byte the session's record holds, in order."""
+    frames = Frame.objects.filter(session_id=session, direction="i").order_by("seq")
+    return b"".join(frames.values_list("data", flat=True))
+
+
 def test_a_dropped_connection_reconnects_by_itself_and_keeps_everything(
     page: Page, proxied: CuttableProxy
 ) -> None:
@@ -94,11 +110,7 @@ def test_a_dropped_connection_reconnects_by_itself_and_keeps_everything(
 def test_keystrokes_lost_with_a_dropped_connection_are_sent_again_once(
     page: Page, proxied: CuttableProxy
 ) -> None:
-    log_in_with_cookie(page, proxied.url, "ada")
-    page.goto(proxied.url + TERMINAL)
-    session = wait_connected(page)
-    page.locator("#terminal .xterm").click()
-    run(page, "echo before-$((6*7))", "before-42")
+    session = a_terminal_typed_into(page, proxied)
     line = "echo lost-$((6*7))"
     with proxied.stalled():
         # The page sends each key on its open socket; the network takes it and goes silent.
@@ -112,22 +124,13 @@ def test_keystrokes_lost_with_a_dropped_connection_are_sent_again_once(
     run(page, "echo after-$((6*7))", "after-42")
     assert sum(line == "lost-42" for line in page.evaluate(ALL_LINES)) == 1
     # The record has the line once: sent again only what the server never took.
-    stdin = b"".join(
-        Frame.objects.filter(session_id=session, direction="i").order_by("seq").values_list(
-            "data", flat=True
-        )
-    )
-    assert stdin.count(line.encode() + b"\r") == 1
+    assert stdin_of(session).count(line.encode() + b"\r") == 1
 
 
 def test_more_lost_input_than_the_page_keeps_is_not_sent_again_and_the_page_says_so(
     page: Page, proxied: CuttableProxy
 ) -> None:
-    log_in_with_cookie(page, proxied.url, "ada")
-    page.goto(proxied.url + TERMINAL)
-    session = wait_connected(page)
-    page.locator("#terminal .xterm").click()
-    run(page, "echo before-$((6*7))", "before-42")
+    session = a_terminal_typed_into(page, proxied)
     with proxied.stalled():
         # Five pastes of 20,000 bytes: the page keeps the last 64 KiB and more it sent, not all.
         for _ in range(5):
@@ -138,10 +141,7 @@ def test_more_lost_input_than_the_page_keeps_is_not_sent_again_and_the_page_says
         "reconnected; input sent as the connection dropped was lost"
     )
     run(page, "echo after-$((6*7))", "after-42")  # nothing half-sent before it
-    stdin = b"".join(
-        Frame.objects.filter(session_id=session, direction="i").values_list("data", flat=True)
-    )
-    assert b"x" not in stdin
+    assert b"x" not in stdin_of(session)
 
 
 def test_a_reload_resumes_the_same_session_with_its_screen(
