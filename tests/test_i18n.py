@@ -220,6 +220,14 @@ def test_the_terminal_page_in_chinese_loads_the_script_catalogue_first(
     assert catalogue < page.index('<script type="module"')  # defined when the modules run
 
 
+def test_the_workspace_page_in_chinese(client, sam, kubesim_settings):
+    page = client.get("/terminals/workspace/", **CHINESE).content.decode()
+    texts = ["工作区", "没有与筛选条件匹配的 Pod。", "关闭此终端？", "保持打开", "已打开的终端"]  # noqa: RUF001
+    for text in texts:
+        assert text in page
+    assert "Keep it open" not in page and "No pod matches" not in page
+
+
 @pytest.mark.django_db
 def test_a_refusal_says_why_in_chinese(client, kubesim_settings):
     client.force_login(get_user_model().objects.create_user("nobody", password="pw"))

@@ -6,7 +6,7 @@
 // resumes every one of them (within the server's RESUME_GRACE). Closing a tab on purpose ends
 // its session; the page asks first while the session is live, and warns before it is left.
 import { screenLines } from "./common.js";
-import { gettext } from "./i18n.js";
+import { gettext, interpolate } from "./i18n.js";
 import { TerminalConnection } from "./connection.js";
 import { readPreferences } from "./settings.js";
 import { createTerminalView } from "./view.js";
@@ -16,8 +16,9 @@ const STORAGE_KEY = "webshell.workspace"; // {tabs: [{id, target}], active: id}
 // States in which the tab's session may still be running on the server.
 const LIVE = new Set(["connecting", "connected", "reconnecting", "disconnected"]);
 const SHORT = {
-  connecting: "connecting…", connected: "connected", reconnecting: "reconnecting…",
-  disconnected: "disconnected", ended: "ended", error: "closed",
+  connecting: gettext("connecting…"), connected: gettext("connected"),
+  reconnecting: gettext("reconnecting…"), disconnected: gettext("disconnected"),
+  ended: gettext("ended"), error: gettext("closed"),
 };
 
 const root = document.getElementById("workspace");
@@ -70,8 +71,9 @@ class Tab {
     this.closeButton.className = "ws-tab-close";
     this.closeButton.tabIndex = -1;
     this.closeButton.textContent = "×";
-    this.closeButton.setAttribute("aria-label", `Close ${this.name}`);
-    this.closeButton.title = `Close ${this.name}`;
+    const closeLabel = interpolate(gettext("Close %(name)s"), { name: this.name });
+    this.closeButton.setAttribute("aria-label", closeLabel);
+    this.closeButton.title = closeLabel;
     this.item.append(this.button, this.closeButton);
 
     this.panel = template.content.firstElementChild.cloneNode(true);
@@ -141,8 +143,8 @@ class Tab {
       if (text && navigator.clipboard) navigator.clipboard.writeText(text).catch(() => {});
     });
     connection.size = { cols: view.term.cols, rows: view.term.rows };
-    if (connection.load()) this.setState("reconnecting", "reconnecting…");
-    else this.setState("connecting", "connecting…");
+    if (connection.load()) this.setState("reconnecting", SHORT.reconnecting);
+    else this.setState("connecting", SHORT.connecting);
     connection.open();
   }
 
@@ -154,7 +156,7 @@ class Tab {
     const running = `${message.container} · ${message.command.join(" ")}`;
     const state = inputLost
       ? gettext("reconnected; input sent as the connection dropped was lost")
-      : resumed ? "reconnected" : "connected";
+      : resumed ? gettext("reconnected") : SHORT.connected;
     this.setState("connected", `${state} · ${running}`);
   }
 
@@ -164,8 +166,8 @@ class Tab {
     this.watchers = [];
     this.reason = reason;
     const exited = message?.type === "exit";
-    this.setState(resumable ? "disconnected" : exited ? "ended" : "error",
-      resumable ? "disconnected" : exited ? "ended" : "closed");
+    const state = resumable ? "disconnected" : exited ? "ended" : "error";
+    this.setState(state, SHORT[state]);
     this.endedReason.textContent = reason;
     // A target that asks for a fresh authentication (or a second factor): the page that asks
     // for it, then back here (the tab opens again from the tree).
@@ -193,7 +195,8 @@ class Tab {
   show() {
     this.item.dataset.state = this.state;
     this.stateText.textContent = SHORT[this.state] || this.state;
-    const watched = this.watchers?.length ? ` · watched by ${this.watchers.join(", ")}` : "";
+    const watched = this.watchers?.length
+      ? ` · ${interpolate(gettext("watched by %(names)s"), { names: this.watchers.join(", ") })}` : "";
     this.item.dataset.watched = String(Boolean(watched));
     this.button.title = `${this.where} · ${SHORT[this.state] || this.state}${watched}`;
   }
@@ -274,9 +277,10 @@ async function requestClose(tab) {
 }
 
 function confirmClose(tab) {
-  closeDialog.querySelector("#ws-close-title").textContent = `Close ${tab.name}?`;
-  closeDialog.querySelector("#ws-close-what").textContent =
-    `Its session on ${tab.where} ends: the shell in the pod stops.`;
+  closeDialog.querySelector("#ws-close-title").textContent =
+    interpolate(gettext("Close %(name)s?"), { name: tab.name });
+  closeDialog.querySelector("#ws-close-what").textContent = interpolate(
+    gettext("Its session on %(where)s ends: the shell in the pod stops."), { where: tab.where });
   closeDialog.returnValue = "";
   closeDialog.showModal();
   return new Promise((resolve) => {
