@@ -20,7 +20,7 @@ from . import database
 from .client import RAW
 from .crowd import START_DELAY, Crowd, Target, workers_for
 from .measures import WEB, DataFile, await_sessions_ended, endpoint, open_terminal, spread
-from .stack import CpuMeter, Stack, listen_overflows, load_1min
+from .stack import CpuMeter, Stack, cpu_ticks, listen_overflows, load_1min, stolen_percent
 
 KEY_INTERVAL = 0.2  # 5 keys/s per typist
 ADDED_P99_LIMIT_MS = 20.0  # the knee: the largest N whose added p99 stays within this
@@ -60,9 +60,11 @@ async def typing_window(
     typing = crowd.type(start_at, seconds, KEY_INTERVAL, direct_only=direct_only)
     await asyncio.sleep(start_at - time.monotonic())
     meter.start()
+    ticks = cpu_ticks()
     streamed = streamer.bytes if streamer else 0
     await asyncio.sleep(seconds)
     cpu = meter.stop(seconds)
+    stolen = stolen_percent(ticks, cpu_ticks())
     streamed = streamer.bytes - streamed if streamer else 0
     load = load_1min()
     window = await typing
@@ -78,6 +80,7 @@ async def typing_window(
         if echoed
         else None,
         "load_1min": load,
+        "stolen_percent": stolen,
         "settle_s": settled,
     }
 

@@ -80,7 +80,12 @@ def render(result: dict[str, Any]) -> str:
     if before and after:
         out.append(
             f"Load average (1 min): {before[0]:.2f} before, {after[0]:.2f} after; "
-            f"{fmt(result.get('elapsed_seconds'))} s in all."
+            f"{fmt(result.get('elapsed_seconds'))} s in all"
+            + (
+                f"; CPU time stolen by the hypervisor: {result['stolen_percent']:.2f} %."
+                if result.get("stolen_percent") is not None
+                else "."
+            )
         )
     out.append(
         "Figures: median (min–max) over alternated rounds; *load* is the 1-minute load "
@@ -516,6 +521,11 @@ def render_summary(results: list[dict[str, Any]]) -> str:
         "1-minute load average: before / after the run",
         "",
         lambda r: f"{r['load_average_before'][0]:.2f} / {r['load_average_after'][0]:.2f}",
+    )
+    add(
+        "CPU time stolen by the hypervisor over the run, %",
+        "",
+        lambda r: fmt(r["stolen_percent"], 2),
     )
     add(
         "warning or error lines in Daphne's log",

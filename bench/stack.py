@@ -179,3 +179,20 @@ def listen_overflows() -> int:
 def load_1min() -> float:
     """The 1-minute load average now."""
     return round(os.getloadavg()[0], 2)
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """The machine's CPU time so far, in clock ticks over every core: (stolen, all).
+
+    Stolen time is the hypervisor's, given to other guests while this VM wanted to run
+    (``/proc/stat``'s eighth figure): it tells a slower VM from slower code.
+    """
+    figures = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    # user nice system idle iowait irq softirq steal [guest guest_nice: within user and nice]
+    return figures[7], sum(figures[:8])
+
+
+def stolen_percent(before: tuple[int, int], after: tuple[int, int]) -> float | None:
+    """Stolen time between two :func:`cpu_ticks`, in % of all the CPU time between them."""
+    total = after[1] - before[1]
+    return round(100 * (after[0] - before[0]) / total, 2) if total > 0 else None

@@ -22,7 +22,7 @@ from typing import Any
 
 from . import database, kubectl, load, measures, report
 from .measures import DataFile, Sizes
-from .stack import Stack, run_stack
+from .stack import Stack, cpu_ticks, run_stack, stolen_percent
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PACKAGES = ["Django", "channels", "daphne", "Twisted", "autobahn", "aiohttp", "psycopg"]
@@ -187,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             "limits": limits(),
         }
         print(f"{args.db}: kubesim, Daphne and the measurements", file=sys.stderr, flush=True)
+        ticks = cpu_ticks()
         with run_stack(env, workdir, cookie) as stack:
             result.update(asyncio.run(run_all(stack, sizes, data, args.db == "postgres", workdir)))
             trouble = stack.trouble()
@@ -196,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                 "first_trouble": trouble[:20],
             }
         result["load_average_after"] = os.getloadavg()
+        result["stolen_percent"] = stolen_percent(ticks, cpu_ticks())
         result["elapsed_seconds"] = round(time.monotonic() - began, 1)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -16,6 +16,7 @@ from bench.crowd import _spread, merge_typing
 from bench.load import knee
 from bench.measures import seq_workload
 from bench.report import render, render_summary
+from bench.stack import cpu_ticks, stolen_percent
 
 # Timing output between markers ---------------------------------------------------------------
 
@@ -262,6 +263,7 @@ def sample_result(db: str) -> dict[str, Any]:
         "load_average_before": [0.5, 0.4, 0.3],
         "load_average_after": [1.5, 0.9, 0.5],
         "elapsed_seconds": 240.0,
+        "stolen_percent": 3.25,
         "memory": {
             "daphne_rss_before_kib": 110000,
             "steps": [
@@ -363,6 +365,23 @@ def test_the_report_says_what_the_machine_takes_at_the_target_without_the_web_sh
     )
     del result["typing"]["without_daphne"]  # a ramp within the target, or an older run
     assert "The machine without the web shell" not in render(result)
+
+
+def test_the_report_says_how_much_cpu_time_the_hypervisor_took() -> None:
+    result = sample_result("sqlite")
+    assert "240.0 s in all; CPU time stolen by the hypervisor: 3.25 %." in render(result)
+    assert "| CPU time stolen by the hypervisor over the run, % | 3.25 |" in render_summary(
+        [result]
+    )
+    del result["stolen_percent"]  # an older run
+    assert "240.0 s in all." in render(result)
+
+
+def test_stolen_time_is_a_share_of_all_the_cpu_time_between_two_readings() -> None:
+    assert stolen_percent((10, 1000), (30, 3000)) == 1.0
+    assert stolen_percent((10, 1000), (10, 1000)) is None
+    stolen, total = cpu_ticks()
+    assert 0 <= stolen <= total
 
 
 def test_a_section_the_run_lacks_is_left_out_of_the_summary_row_not_the_table() -> None:
