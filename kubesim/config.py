@@ -10,6 +10,10 @@ A namespace may also ``generate`` many alike pods, for measuring what lists thou
 
 makes ``app-0000`` … ``app-1999`` (the prefix and every key but ``count`` as a pod's own). Like
 every pod here they run nothing until someone execs into them.
+
+A chunked list's ``continue`` token can be made to expire, as the API server's does once etcd
+has compacted the list's version (after about five minutes): ``lists: {continue_expires_after:
+0}`` answers every continued list with 410 Expired, as a real cluster answers a slow reader.
 """
 
 from __future__ import annotations
@@ -119,6 +123,8 @@ class ClusterConfig:
     users: tuple[User, ...]
     rules: tuple[Rule, ...]
     namespaces: tuple[Namespace, ...]
+    # Seconds after which a list's continue token has expired (410); None: never.
+    continue_expires_after: float | None = None
 
     def namespace(self, name: str) -> Namespace | None:
         """The namespace called ``name``, if any."""
@@ -147,7 +153,7 @@ def load_config(path: str | Path) -> ClusterConfig:
 
 def parse_config(data: object) -> ClusterConfig:
     """Validate already-parsed YAML data."""
-    root = _mapping(data, "", required=("users", "namespaces"), optional=("rbac",))
+    root = _mapping(data, "", required=("users", "namespaces"), optional=("rbac", "lists"))
     users = tuple(_user(u, f"users[{i}]") for i, u in enumerate(_list(root["users"], "users")))
     if not users:
         raise ConfigError("users: at least one user is required")
@@ -159,7 +165,22 @@ def parse_config(data: object) -> ClusterConfig:
         for i, n in enumerate(_list(root["namespaces"], "namespaces"))
     )
     _unique([n.name for n in namespaces], "namespaces", "name")
-    return ClusterConfig(users=users, rules=rules, namespaces=namespaces)
+    return ClusterConfig(
+        users=users,
+        rules=rules,
+        namespaces=namespaces,
+        continue_expires_after=_lists(root.get("lists", {}), "lists"),
+    )
+
+
+def _lists(data: object, where: str) -> float | None:
+    m = _mapping(data, where, required=(), optional=("continue_expires_after",))
+    seconds = m.get("continue_expires_after")
+    if seconds is None:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+        raise ConfigError(f"{where}.continue_expires_after: must be a number of seconds, 0 or more")
+    return float(seconds)
 
 
 def _user(data: object, where: str) -> User:

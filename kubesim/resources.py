@@ -8,6 +8,7 @@ import hashlib
 import ipaddress
 import json
 import re
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -129,15 +130,32 @@ def _check_key(key: str, term: str) -> None:
 T = TypeVar("T")
 
 
-def paginate(items: Sequence[T], limit: str, token: str) -> tuple[Sequence[T], dict[str, Any]]:
+class ContinueExpired(Exception):
+    """A continue token older than the cluster keeps lists for (the API server's 410)."""
+
+    MESSAGE = (
+        "The provided continue parameter is too old to display a consistent list result. "
+        "You can start a new list without the continue parameter, or use the continue token "
+        "in this response to retrieve the remainder of the results. Continuing with the "
+        "provided token results in an inconsistent list - objects that were created, "
+        "modified, or deleted between the time the first chunk was returned and now may show "
+        "up in the list."
+    )
+
+
+def paginate(
+    items: Sequence[T], limit: str, token: str, expires_after: float | None = None
+) -> tuple[Sequence[T], dict[str, Any]]:
     """One chunk of a list (``?limit=&continue=``) and the list's metadata.
 
     As the API server: a chunk of at most ``limit`` items, ``continue`` and
     ``remainingItemCount`` in the metadata while more follow, everything without a limit.
-    The token carries the position (the configuration never changes while kubesim runs).
-    Raises ValueError for a limit that is not a number or a token kubesim did not write.
+    The token carries the position (the configuration never changes while kubesim runs) and
+    when it was written. Raises ValueError for a limit that is not a number or a token kubesim
+    did not write, and :class:`ContinueExpired` for a token older than ``expires_after``
+    seconds.
     """
-    start = _continue_position(token) if token else 0
+    start = _continue_position(token, expires_after) if token else 0
     metadata: dict[str, Any] = {"resourceVersion": RESOURCE_VERSION}
     try:
         size = int(limit) if limit else 0
@@ -153,19 +171,26 @@ def paginate(items: Sequence[T], limit: str, token: str) -> tuple[Sequence[T], d
 
 
 def _continue_token(position: int) -> str:
-    # Shaped like the API server's (base64 of JSON), so clients see nothing unusual.
-    key = json.dumps({"v": "meta.k8s.io/v1", "rv": int(RESOURCE_VERSION), "start": position})
+    # Shaped like the API server's (base64 of JSON), so clients see nothing unusual; "at" is
+    # kubesim's own: when the token was written (its expiry stands for etcd's compaction).
+    key = json.dumps(
+        {"v": "meta.k8s.io/v1", "rv": int(RESOURCE_VERSION), "start": position, "at": time.time()}
+    )
     return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
 
 
-def _continue_position(token: str) -> int:
+def _continue_position(token: str, expires_after: float | None = None) -> int:
     try:
         key = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        position = key["start"]
-    except (ValueError, binascii.Error, TypeError, KeyError):
+        position, written = key["start"], key.get("at", 0.0)
+    except (ValueError, binascii.Error, TypeError, KeyError, AttributeError):
         raise ValueError("continue key is not valid") from None
     if isinstance(position, bool) or not isinstance(position, int) or position < 0:
         raise ValueError("continue key is not valid")
+    if isinstance(written, bool) or not isinstance(written, (int, float)):
+        raise ValueError("continue key is not valid")
+    if expires_after is not None and time.time() - written >= expires_after:
+        raise ContinueExpired(ContinueExpired.MESSAGE)
     return position
 
 

@@ -16,7 +16,14 @@ from .config import ClusterConfig, Namespace, Pod
 from .frames import Subprotocol
 from .process import Sandbox, prepare_sandbox
 from .rbac import AccessError, Attributes, Authenticator, Authorizer, Identity
-from .resources import Resources, now, paginate, parse_label_selector, wants_table
+from .resources import (
+    ContinueExpired,
+    Resources,
+    now,
+    paginate,
+    parse_label_selector,
+    wants_table,
+)
 from .session import ExecRequest, ExecSession, Transcript
 
 logger = logging.getLogger(__name__)
@@ -130,8 +137,13 @@ def _pods_response(request: web.Request, pods: list[Pod], single: bool = False) 
         )
     try:
         chunk, metadata = paginate(
-            pods, request.query.get("limit", ""), request.query.get("continue", "")
+            pods,
+            request.query.get("limit", ""),
+            request.query.get("continue", ""),
+            request.app[CONFIG].continue_expires_after,
         )
+    except ContinueExpired as exc:
+        raise ApiError(410, "Expired", str(exc)) from exc
     except ValueError as exc:
         raise bad_request(str(exc)) from exc
     if _wants_table(request):

@@ -92,6 +92,31 @@ async def barrier_server() -> AsyncIterator[TestServer]:
     await server.close()
 
 
+async def test_a_list_whose_continue_token_expires_is_asked_for_again_whole(
+    kubesim: Kubesim,
+    expiring_kubesim: Kubesim,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    whole = await list_pods(kubesim_cluster(kubesim))
+    monkeypatch.setattr(pods, "CHUNK_SIZE", 2)
+    asked: list[str] = []
+    get_json = pods.get_json
+
+    async def recording(http: Any, connection: Any, path: str, *args: Any) -> Any:
+        asked.append(path)
+        return await get_json(http, connection, path, *args)
+
+    monkeypatch.setattr(pods, "get_json", recording)
+    with caplog.at_level("INFO", logger="terminals.kube.pods"):
+        listed = await list_pods(kubesim_cluster(expiring_kubesim))
+    assert names(listed) == names(whole)  # every pod once (the kubesims started apart)
+    # The first chunk, the second refused (410 Expired), then the list whole.
+    assert [path.partition("?")[0] for path in asked] == ["/api/v1/pods"] * 3
+    assert "continue=" in asked[1] and asked[2] == "/api/v1/pods"
+    assert "expired while it was read" in caplog.text
+
+
 async def test_every_cluster_is_asked_at_once(barrier_server: TestServer, tmp_path: Path) -> None:
     url = str(barrier_server.make_url("")).rstrip("/")
     clusters = [plain_http_cluster(name, url, tmp_path) for name in ("one", "two", "three")]

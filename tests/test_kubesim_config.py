@@ -141,7 +141,7 @@ def test_test_config_has_the_shapes_other_tests_rely_on() -> None:
     ("path", "value", "message"),
     [
         ("users", REMOVE, "users: required key is missing"),
-        ("colour", "red", "colour: unknown key (allowed: users, namespaces, rbac)"),
+        ("colour", "red", "colour: unknown key (allowed: users, namespaces, rbac, lists)"),
         ("users", [], "users: at least one user is required"),
         ("users.0.name", REMOVE, "users[0].name: required key is missing"),
         ("users.0.token", "", "users[0].token: must not be empty"),
@@ -189,6 +189,19 @@ def test_errors_name_the_bad_key(path: str, value: Any, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(with_change(path, value))
     assert str(info.value).startswith(message)
+
+
+def test_lists_may_have_their_continue_tokens_expire() -> None:
+    assert parse_config(MINIMAL).continue_expires_after is None
+    config = parse_config({**MINIMAL, "lists": {"continue_expires_after": 0}})
+    assert config.continue_expires_after == 0.0
+    for bad in (-1, "5m", True):
+        with pytest.raises(
+            ConfigError, match=r"lists\.continue_expires_after: must be a number of seconds"
+        ):
+            parse_config({**MINIMAL, "lists": {"continue_expires_after": bad}})
+    with pytest.raises(ConfigError, match=r"lists\.chunk: unknown key"):
+        parse_config({**MINIMAL, "lists": {"chunk": 5}})
 
 
 def test_duplicates_are_refused_without_showing_tokens() -> None:

@@ -8,6 +8,7 @@ with a clear error (reference section 11).
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pexpect
 import pytest
@@ -324,6 +325,18 @@ def test_get_pods_in_chunks_lists_every_pod_once(kubectl: Kubectl) -> None:
     rc, out, _ = kubectl(V, "get", "pods", "-A", "--chunk-size=4")
     rows = _table(out)
     assert rc == 0 and rows[0][:2] == ["NAMESPACE", "NAME"] and len(rows) == 7
+
+
+def test_an_expired_continue_token_is_answered_as_the_api_server_answers_it(
+    expiring_kubesim: Kubesim, kubectl_binaries: dict[str, Path], tmp_path: Path
+) -> None:
+    expiring = Kubectl(expiring_kubesim, kubectl_binaries, tmp_path / "home")
+    rc, whole, _ = expiring(V, "get", "pods", "-A", "-o", "name", "--chunk-size=0")
+    assert rc == 0 and len(whole.splitlines()) == 6
+    # The second chunk's token has expired: kubectl reports the server's 410 Expired as such.
+    rc, out, err = expiring(V, "get", "pods", "-A", "-o", "name", "--chunk-size=2")
+    assert rc == 1, (out, err)
+    assert "Error from server (Expired): The provided continue parameter is too old" in err
 
 
 def test_get_namespaces(kubectl: Kubectl) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from kubesim.config import parse_config
 from kubesim.resources import (
+    ContinueExpired,
     Resources,
     human_duration,
     paginate,
@@ -199,10 +201,25 @@ def test_lists_come_in_chunks_with_a_continue_token() -> None:
     assert list(paginate(items, "0", "")[0]) == items
 
 
+def test_a_continue_token_older_than_the_cluster_keeps_lists_has_expired() -> None:
+    items = list(range(7))
+    _, metadata = paginate(items, "3", "")
+    token = metadata["continue"]
+    assert list(paginate(items, "3", token, expires_after=60)[0]) == [3, 4, 5]
+    with pytest.raises(ContinueExpired, match="continue parameter is too old"):
+        paginate(items, "3", token, expires_after=0)
+    # A token without its time (as an older kubesim wrote them) is as old as can be.
+    old = base64.urlsafe_b64encode(b'{"start": 3}').decode().rstrip("=")
+    assert list(paginate(items, "3", old)[0]) == [3, 4, 5]
+    with pytest.raises(ContinueExpired):
+        paginate(items, "3", old, expires_after=3600)
+
+
 @pytest.mark.parametrize(
     ("limit", "token", "message"),
     [
         ("ten", "", "invalid limit 'ten': not a number"),
+        ("3", "eyJzdGFydCI6IDMsICJhdCI6ICJub3cifQ", "continue key is not valid"),  # "at": "now"
         ("3", "not-a-token", "continue key is not valid"),
         ("3", "eyJzdGFydCI6IC0xfQ", "continue key is not valid"),  # {"start": -1}
     ],

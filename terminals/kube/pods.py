@@ -6,6 +6,10 @@ chunks of :data:`CHUNK_SIZE` pods, as kubectl asks for them: the API server neve
 answer, and decoding a chunk holds the event loop (which the terminals share) for milliseconds
 where a whole list of thousands of pods would hold it for tens of them.
 
+A list whose continue token has expired on the way (410 Expired: the API server keeps a list's
+version for minutes, until etcd compacts it) is asked again whole, without chunks, as
+client-go's pager does.
+
 With impersonation the person may not be allowed to list pods cluster-wide; then each namespace
 the web shell can see is listed as the person, and those the cluster refuses are left out, so the
 portal shows what the cluster lets that person see.
@@ -16,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import aiohttp
@@ -29,6 +34,8 @@ from .exec import Headers, KubernetesError, get_json
 from .http import client_for
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # The portal must render even if a cluster hangs; listing a cluster gives up after this long.
 LIST_TIMEOUT = 10
@@ -92,16 +99,17 @@ async def list_pods(cluster: Cluster, headers: Headers = ()) -> list[PodInfo]:
         connection = await sync_to_async(cluster.connection, thread_sensitive=False)()
     except ClusterUnavailable as exc:
         raise PodListError(str(exc)) from exc
-    pods: list[PodInfo] = []
+    pods: list[PodInfo]
     try:
         # The cluster's shared client (kept-alive, small-buffer connections); never closed here.
         http = await client_for(cluster.name)
         async with asyncio.timeout(LIST_TIMEOUT):
             try:
-                async for items in _chunks(http, connection, "/api/v1/pods", headers):
-                    pods += (_pod_info(cluster.name, item) for item in items)
+                pods = await _collect(
+                    http, connection, "/api/v1/pods", headers, partial(_pod_info, cluster.name)
+                )
             except KubernetesError as error:
-                if error.http_status != 403 or not headers or pods:
+                if error.http_status != 403 or not headers:
                     raise
                 pods = [
                     _pod_info(cluster.name, item)
@@ -119,26 +127,62 @@ async def list_pods(cluster: Cluster, headers: Headers = ()) -> list[PodInfo]:
     return sorted(pods, key=lambda pod: (pod.namespace, pod.name))
 
 
+class _ListExpired(Exception):
+    """The API server answered a continued list with 410 Expired."""
+
+
 async def _chunks(
     http: aiohttp.ClientSession, connection: Connection, path: str, headers: Headers
 ) -> AsyncIterator[list[dict[str, Any]]]:
-    """The items of a list, one chunk at a time (``limit`` and ``continue``)."""
+    """The items of a list, one chunk at a time (``limit`` and ``continue``). Raises
+    :class:`_ListExpired` if the continue token expired on the way."""
     token = ""
     while True:
         query = {"limit": CHUNK_SIZE, **({"continue": token} if token else {})}
-        answer = await get_json(
-            http, connection, f"{path}?{urlencode(query)}", headers, LIST_TIMEOUT
-        )
+        try:
+            answer = await get_json(
+                http, connection, f"{path}?{urlencode(query)}", headers, LIST_TIMEOUT
+            )
+        except KubernetesError as error:
+            if token and error.http_status == 410:
+                raise _ListExpired(error.message) from error
+            raise
         yield list(answer.get("items") or [])
         token = str((answer.get("metadata") or {}).get("continue") or "")
         if not token:
             return
 
 
+async def _collect(
+    http: aiohttp.ClientSession,
+    connection: Connection,
+    path: str,
+    headers: Headers,
+    convert: Callable[[dict[str, Any]], T],
+) -> list[T]:
+    """Every item of a list, converted chunk by chunk (a chunk's items at a time on the event
+    loop). If the continue token expired on the way, the list is asked again whole."""
+    converted: list[T] = []
+    try:
+        async for items in _chunks(http, connection, path, headers):
+            converted += (convert(item) for item in items)
+    except _ListExpired as expired:
+        logger.info(
+            "The list %s expired while it was read (%s); asking for it whole", path, expired
+        )
+        answer = await get_json(http, connection, path, headers, LIST_TIMEOUT)
+        converted = [convert(item) for item in answer.get("items") or []]
+    return converted
+
+
+def _same(item: dict[str, Any]) -> dict[str, Any]:
+    return item
+
+
 async def _items(
     http: aiohttp.ClientSession, connection: Connection, path: str, headers: Headers
 ) -> list[dict[str, Any]]:
-    return [item async for items in _chunks(http, connection, path, headers) for item in items]
+    return await _collect(http, connection, path, headers, _same)
 
 
 async def _items_per_namespace(
